@@ -1,0 +1,1 @@
+//! Typed popmesh appliance configuration parsed from TOML

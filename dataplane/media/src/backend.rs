@@ -1,0 +1,155 @@
+//! The contract between the pipeline and whatever moves packets (in-memory rings, io_uring
+//! sockets, later DPDK ports).
+//!
+//! A worker owns one backend and one [`Burst`]. Each turn of its loop is:
+//!
+//! 1. [`Backend::rx_burst`] appends received packets to `burst.pkts`;
+//! 2. the pipeline classifies them and fills `burst.tx` and `burst.exceptions` (it may append
+//!    duplicated packets to `burst.pkts` for fan-out on L2 backends);
+//! 3. [`Backend::tx_burst`] sends `burst.tx`, hands `burst.exceptions` to the exception path and
+//!    takes back every buffer in `burst.pkts`, leaving the burst empty for the next turn.
+//!
+//! Socket backends ([`Framing::Datagram`]) carry the UDP payload in the buffer and the addresses
+//! as metadata; the kernel builds the headers on send, so the pipeline never touches the bytes and
+//! a fan-out sends one buffer to many addresses. L2 backends ([`Framing::Ethernet`]) carry whole
+//! frames; the pipeline rewrites headers in place and duplicates frames for fan-out.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+/// Index of an ingress or egress point: a socket for socket backends, a (port, queue) for L2
+/// backends. Assigned by the appliance from the order of `media.ports` in the config.
+pub type PortId = u16;
+
+/// How a backend presents packets to the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// The buffer is a UDP payload; `src`/`dst` come from the socket layer.
+    Datagram,
+    /// The buffer is an Ethernet frame (optionally 802.1Q tagged).
+    Ethernet,
+}
+
+/// A packet buffer owned by a backend's pool.
+pub trait PacketBuf: AsRef<[u8]> + AsMut<[u8]> + Sized {
+    /// A copy for fan-out on L2 backends, or `None` when the pool is exhausted (the pipeline then
+    /// counts a `no_buffer` drop for that subscriber). Socket backends never get asked.
+    fn duplicate(&self) -> Option<Self>;
+}
+
+impl PacketBuf for Vec<u8> {
+    fn duplicate(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+/// Unspecified address used before classification fills in the real one.
+pub const UNSPECIFIED: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// One packet in a burst.
+#[derive(Debug)]
+pub struct Pkt<B> {
+    /// The bytes: UDP payload ([`Framing::Datagram`]) or Ethernet frame ([`Framing::Ethernet`]).
+    pub buf: B,
+    /// Where it came in.
+    pub port: PortId,
+    /// Sender address. Set by socket backends on receive; filled in by the pipeline on L2.
+    pub src: SocketAddr,
+    /// Destination address. Set by socket backends on receive; filled in by the pipeline on L2.
+    pub dst: SocketAddr,
+}
+
+impl<B> Pkt<B> {
+    /// A received datagram with its addresses (socket backends).
+    pub fn datagram(buf: B, port: PortId, src: SocketAddr, dst: SocketAddr) -> Self {
+        Pkt {
+            buf,
+            port,
+            src,
+            dst,
+        }
+    }
+
+    /// A received frame (L2 backends); the pipeline fills in the addresses.
+    pub fn frame(buf: B, port: PortId) -> Self {
+        Pkt {
+            buf,
+            port,
+            src: UNSPECIFIED,
+            dst: UNSPECIFIED,
+        }
+    }
+}
+
+/// One transmission decided by the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tx {
+    /// Index into `Burst::pkts` of the buffer to send. Several `Tx` may share one index on
+    /// socket backends (fan-out without copies).
+    pub pkt: u16,
+    /// Egress socket or (port, queue).
+    pub port: PortId,
+    /// Destination. For L2 backends the frame is already rewritten; this is informational.
+    pub dst: SocketAddr,
+}
+
+/// The per-turn working set of a worker. Allocated once, reused every turn; never shrinks.
+#[derive(Debug)]
+pub struct Burst<B> {
+    /// Received packets, then any duplicates the pipeline made for L2 fan-out.
+    pub pkts: Vec<Pkt<B>>,
+    /// What to send, in order.
+    pub tx: Vec<Tx>,
+    /// Indices into `pkts` of packets for the exception path (ARP, ICMP, non-media UDP).
+    pub exceptions: Vec<u16>,
+}
+
+impl<B> Burst<B> {
+    /// An empty burst with room for `rx_burst` received packets and `tx_capacity` sends.
+    pub fn with_capacity(rx_burst: usize, tx_capacity: usize) -> Self {
+        Burst {
+            pkts: Vec::with_capacity(rx_burst),
+            tx: Vec::with_capacity(tx_capacity),
+            exceptions: Vec::with_capacity(rx_burst),
+        }
+    }
+
+    /// Forgets the decisions of the last turn (buffers must already have been taken back).
+    pub fn clear(&mut self) {
+        self.pkts.clear();
+        self.tx.clear();
+        self.exceptions.clear();
+    }
+}
+
+/// What a [`Backend::tx_burst`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Transmissions accepted by the kernel or the device.
+    pub sent: u32,
+    /// Transmissions that failed (queue full, socket error); the worker counts them as
+    /// `tx_failed` drops.
+    pub failed: u32,
+    /// Packets handed to the exception path.
+    pub exceptions: u32,
+}
+
+/// Moves packets for one worker. Implementations are owned by exactly one worker thread.
+pub trait Backend {
+    /// The buffer type carried through the pipeline.
+    type Buf: PacketBuf;
+
+    /// How buffers are framed; constant for the life of the backend.
+    fn framing(&self) -> Framing;
+
+    /// Appends up to `max` received packets to `burst.pkts` and returns how many. Never blocks.
+    fn rx_burst(&mut self, burst: &mut Burst<Self::Buf>, max: usize) -> usize;
+
+    /// Sends `burst.tx`, hands `burst.exceptions` to the exception path and takes back every
+    /// buffer in `burst.pkts`. On return `burst.pkts` is empty.
+    fn tx_burst(&mut self, burst: &mut Burst<Self::Buf>) -> TxOutcome;
+
+    /// Called after enough empty polls: block for at most `timeout` or until traffic arrives,
+    /// whichever is first. Backends that cannot wait for traffic simply sleep.
+    fn idle_wait(&mut self, timeout: Duration);
+}

@@ -1,0 +1,4 @@
+//! popmesh media lane.
+#![forbid(unsafe_code)]
+
+pub mod backend;

@@ -1,0 +1,1 @@
+//! io_uring UDP socket backend for the popmesh media workers

@@ -1,0 +1,1 @@
+//! RTP traffic generator, sink and reference relay for measuring popmesh
