@@ -1,1 +1,224 @@
-fn main() {}
+//! `popmesh-dataplane`: the appliance daemon.
+//!
+//! Start-up order matters to operators: the config is parsed and checked against the machine
+//! first (exit status 64 on any problem, before a socket is bound or a thread started), then
+//! the flow table is filled, the pinned media workers open their backends, and only then does
+//! the admin server report ready. SIGTERM or SIGINT stops the workers and exits 0.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod metrics;
+mod workers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use popmesh_config::{Config, LogFormat};
+use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable, Target};
+
+/// Exit status for a configuration the daemon refuses (EX_USAGE in sysexits.h).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// popmesh media dataplane: pinned poll-mode workers relaying and replicating RTP/RTCP.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Appliance configuration (TOML). See configs/lab.toml for a commented example.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+
+    /// Parse and check the configuration, print the effective config as JSON, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Monotonic clock shared by workers and the admin server: nanoseconds since start.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the clock started.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("popmesh-dataplane: bad configuration: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if args.check {
+        match serde_json::to_string_pretty(&cfg) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("popmesh-dataplane: cannot print config: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&cfg);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("popmesh-dataplane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the file and checks it against this machine. Binds nothing.
+fn load(args: &Args) -> anyhow::Result<Config> {
+    let cfg = Config::from_file(&args.config)?;
+    let online: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for (i, core) in cfg.media.cores.iter().enumerate() {
+        if !online.contains(core) {
+            anyhow::bail!(
+                "media.cores[{i}]: {core}: CPU {core} is not available to this process \
+                 (available: {online:?}); pick cores from that list"
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .map_err(|e| anyhow::anyhow!("log.level: {:?}: {e}", cfg.log.level))?;
+    Ok(cfg)
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// The flow specs of the sessions declared in the config.
+fn session_flows(cfg: &Config) -> Vec<FlowSpec> {
+    cfg.sessions
+        .iter()
+        .map(|s| FlowSpec {
+            name: s.name.as_str().into(),
+            key: FlowKey::new(s.ingress_port, s.ingress),
+            source: s.source,
+            clock_rate: s.clock_rate,
+            targets: s
+                .subscribers
+                .iter()
+                .map(|t| Target {
+                    port: t.egress_port,
+                    addr: t.addr,
+                    mac: None,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    tracing::info!(config = %serde_json::to_string(&*cfg).unwrap_or_default(), "effective configuration");
+    let clock = Clock::new();
+
+    let mut table = FlowTable::new(cfg.media.max_flows as usize);
+    for spec in session_flows(&cfg) {
+        let name = spec.name.clone();
+        table
+            .upsert(spec)
+            .with_context(|| format!("installing session {name:?}"))?;
+    }
+    table.publish();
+    tracing::info!(flows = table.len(), "flow table ready");
+
+    // Bind the admin listener before starting workers so a port clash fails fast.
+    let admin_listener = std::net::TcpListener::bind(cfg.admin.listen)
+        .with_context(|| format!("admin.listen: cannot bind {}", cfg.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
+
+    let mut workers = workers::Workers::start(&cfg, table.reader(), clock)?;
+    tracing::info!(
+        workers = workers.info.len(),
+        cores = ?cfg.media.cores,
+        ports = ?cfg.port_addrs(),
+        "media workers running"
+    );
+
+    let collector = metrics::MediaCollector {
+        workers: workers.info.clone(),
+        flows: table.reader(),
+        max_flows: u64::from(cfg.media.max_flows),
+        clock,
+    };
+    let state = admin::Admin {
+        config: Arc::clone(&cfg),
+        registry: Arc::new(metrics::registry(collector)),
+        workers: workers.info.clone(),
+        flows: table.reader(),
+        clock,
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the admin runtime")?;
+    let served = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(admin_listener)?;
+        tracing::info!(listen = %cfg.admin.listen, "admin server listening");
+        axum::serve(listener, admin::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    tracing::info!("stopping media workers");
+    workers.stop();
+    for w in &workers.info {
+        tracing::info!(
+            worker = w.index,
+            core = w.core,
+            rx = w.stats.rx_packets.load(std::sync::atomic::Ordering::Relaxed),
+            tx = w.stats.tx_packets.load(std::sync::atomic::Ordering::Relaxed),
+            "final counters"
+        );
+    }
+    // The table outlives the workers: dropping the writer first would end their loops early.
+    drop(table);
+    served.context("admin server")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

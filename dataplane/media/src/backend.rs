@@ -17,6 +17,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use crate::drop::DropReason;
+
 /// Index of an ingress or egress point: a socket for socket backends, a (port, queue) for L2
 /// backends. Assigned by the appliance from the order of `media.ports` in the config.
 pub type PortId = u16;
@@ -148,6 +150,13 @@ pub trait Backend {
     /// Sends `burst.tx`, hands `burst.exceptions` to the exception path and takes back every
     /// buffer in `burst.pkts`. On return `burst.pkts` is empty.
     fn tx_burst(&mut self, burst: &mut Burst<Self::Buf>) -> TxOutcome;
+
+    /// Adds to `drops` the packets this backend dropped since the last call before the pipeline
+    /// could see them (a datagram larger than a receive buffer is `TooBig`, a frame the NIC
+    /// truncated is `Truncated`). The worker calls this after every poll.
+    fn take_rx_drops(&mut self, drops: &mut [u64; DropReason::COUNT]) {
+        let _ = drops;
+    }
 
     /// Called after enough empty polls: block for at most `timeout` or until traffic arrives,
     /// whichever is first. Backends that cannot wait for traffic simply sleep.

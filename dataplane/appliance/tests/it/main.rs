@@ -1,0 +1,5 @@
+//! Drives the real `popmesh-dataplane` binary over loopback.
+
+mod harness;
+mod lab;
+mod rejects;

@@ -1,0 +1,6 @@
+//! Integration tests of the media pipeline, flow table and worker loop.
+
+mod churn;
+mod datagram;
+mod frames;
+mod support;
