@@ -1,1 +1,29 @@
-//! RTP traffic generator, sink and reference relay for measuring popmesh
+//! RTP traffic generator, sink and reference relay for measuring popmesh.
+//!
+//! The binaries `popmesh-rtp` (`send`, `sink`) and `popmesh-plain-relay` are
+//! thin drivers; everything that decides something lives here and is tested
+//! without sockets:
+//! - [`probe`]: the probe datagram (RTP v2 header + 24-byte probe) view and repr.
+//! - [`stats`]: loss, reorder, duplicates, RFC 3550 jitter and latency
+//!   percentiles of what a sink received.
+//! - [`pacing`]: the sender's token bucket.
+//! - [`args`]: command-line value parsers and the loopback-only guard.
+//! - [`report`]: the JSON documents the binaries write.
+//! - [`sys`]: safe wrappers over the clock, `getrusage`, `recvmmsg` and
+//!   `sendmmsg` (nix) shared by the binaries.
+//!
+//! Every run is bounded: each binary requires a duration and stops by itself.
+
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod pacing;
+pub mod probe;
+pub mod report;
+pub mod stats;
+pub mod sys;
+
+pub use pacing::{Pace, Pacer};
+pub use probe::{ProbeError, ProbePacket, ProbeRepr};
+pub use report::{ListenerReport, RelayReport, SendReport, SinkReport};
+pub use stats::{ListenerStats, TrafficSummary, Verdict};

@@ -56,7 +56,11 @@ async fn metrics(State(a): State<Admin>) -> Response {
             body,
         )
             .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response(),
     }
 }
 
@@ -86,16 +90,12 @@ async fn readyz(State(a): State<Admin>) -> Response {
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            waiting.join("\n") + "\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, waiting.join("\n") + "\n").into_response()
     }
 }
 
-async fn config(State(a): State<Admin>) -> Json<Arc<Config>> {
-    Json(Arc::clone(&a.config))
+async fn config(State(a): State<Admin>) -> Json<Config> {
+    Json(Config::clone(&a.config))
 }
 
 #[derive(Debug, Deserialize)]

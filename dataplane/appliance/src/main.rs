@@ -44,7 +44,7 @@ pub struct Clock {
 
 impl Clock {
     /// A clock starting now.
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         Clock {
             epoch: Instant::now(),
         }
@@ -141,7 +141,7 @@ fn session_flows(cfg: &Config) -> Vec<FlowSpec> {
 fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     tracing::info!(config = %serde_json::to_string(&*cfg).unwrap_or_default(), "effective configuration");
-    let clock = Clock::new();
+    let clock = Clock::start();
 
     let mut table = FlowTable::new(cfg.media.max_flows as usize);
     for spec in session_flows(&cfg) {
@@ -197,8 +197,14 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(
             worker = w.index,
             core = w.core,
-            rx = w.stats.rx_packets.load(std::sync::atomic::Ordering::Relaxed),
-            tx = w.stats.tx_packets.load(std::sync::atomic::Ordering::Relaxed),
+            rx = w
+                .stats
+                .rx_packets
+                .load(std::sync::atomic::Ordering::Relaxed),
+            tx = w
+                .stats
+                .tx_packets
+                .load(std::sync::atomic::Ordering::Relaxed),
             "final counters"
         );
     }

@@ -65,26 +65,61 @@ fn gauge(
 impl Collector for MediaCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let w = |i: &WorkerInfo| -> Labels {
-            vec![("worker", i.index.to_string()), ("core", i.core.to_string())]
+            vec![
+                ("worker", i.index.to_string()),
+                ("core", i.core.to_string()),
+            ]
         };
         type Field = fn(&popmesh_media::WorkerStats) -> &std::sync::atomic::AtomicU64;
         let per_worker: [(&str, &str, Field); 9] = [
-            ("popmesh_media_rx_packets", "Packets received by the worker.", |s| &s.rx_packets),
-            ("popmesh_media_rx_bytes", "Bytes received by the worker.", |s| &s.rx_bytes),
-            ("popmesh_media_tx_packets", "Packets handed to the backend for transmission (one per subscriber).", |s| &s.tx_packets),
-            ("popmesh_media_rtp_packets", "RTP packets accepted.", |s| &s.rtp_packets),
-            ("popmesh_media_rtcp_packets", "RTCP packets accepted.", |s| &s.rtcp_packets),
-            ("popmesh_media_exception_packets", "Packets punted to the exception path (ARP, ICMP, non-media UDP).", |s| &s.exception_packets),
+            (
+                "popmesh_media_rx_packets",
+                "Packets received by the worker.",
+                |s| &s.rx_packets,
+            ),
+            (
+                "popmesh_media_rx_bytes",
+                "Bytes received by the worker.",
+                |s| &s.rx_bytes,
+            ),
+            (
+                "popmesh_media_tx_packets",
+                "Packets handed to the backend for transmission (one per subscriber).",
+                |s| &s.tx_packets,
+            ),
+            ("popmesh_media_rtp_packets", "RTP packets accepted.", |s| {
+                &s.rtp_packets
+            }),
+            (
+                "popmesh_media_rtcp_packets",
+                "RTCP packets accepted.",
+                |s| &s.rtcp_packets,
+            ),
+            (
+                "popmesh_media_exception_packets",
+                "Packets punted to the exception path (ARP, ICMP, non-media UDP).",
+                |s| &s.exception_packets,
+            ),
             ("popmesh_media_polls", "Backend polls.", |s| &s.polls),
-            ("popmesh_media_empty_polls", "Backend polls that returned nothing.", |s| &s.empty_polls),
-            ("popmesh_media_idle_waits", "Times an idle worker waited for traffic instead of spinning.", |s| &s.idle_waits),
+            (
+                "popmesh_media_empty_polls",
+                "Backend polls that returned nothing.",
+                |s| &s.empty_polls,
+            ),
+            (
+                "popmesh_media_idle_waits",
+                "Times an idle worker waited for traffic instead of spinning.",
+                |s| &s.idle_waits,
+            ),
         ];
         for (name, help, f) in per_worker {
             counter(
                 &mut enc,
                 name,
                 help,
-                self.workers.iter().map(|i| (w(i), f(&i.stats).load(Relaxed))),
+                self.workers
+                    .iter()
+                    .map(|i| (w(i), f(&i.stats).load(Relaxed))),
             )?;
         }
         counter(
@@ -161,19 +196,25 @@ impl Collector for MediaCollector {
             &mut enc,
             "popmesh_media_flow_packets",
             "Packets accepted per session.",
-            flows.iter().map(|f| (sl(f), f.counters.packets.load(Relaxed))),
+            flows
+                .iter()
+                .map(|f| (sl(f), f.counters.packets.load(Relaxed))),
         )?;
         counter(
             &mut enc,
             "popmesh_media_flow_bytes",
             "Payload bytes accepted per session.",
-            flows.iter().map(|f| (sl(f), f.counters.bytes.load(Relaxed))),
+            flows
+                .iter()
+                .map(|f| (sl(f), f.counters.bytes.load(Relaxed))),
         )?;
         counter(
             &mut enc,
             "popmesh_media_flow_drops",
             "Packets dropped per session (wrong source, not media, bad RTP, TTL).",
-            flows.iter().map(|f| (sl(f), f.counters.drops.load(Relaxed))),
+            flows
+                .iter()
+                .map(|f| (sl(f), f.counters.drops.load(Relaxed))),
         )?;
         let now = self.clock.now_ns();
         gauge(
@@ -196,7 +237,10 @@ impl Collector for MediaCollector {
             f.ssrc_stats()
                 .map(move |s| {
                     (
-                        vec![("session", name.clone()), ("ssrc", format!("{:#010x}", s.ssrc))],
+                        vec![
+                            ("session", name.clone()),
+                            ("ssrc", format!("{:#010x}", s.ssrc)),
+                        ],
                         s,
                         rate,
                     )

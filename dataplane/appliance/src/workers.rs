@@ -123,7 +123,16 @@ impl Workers {
                         Some(mut b) => {
                             let _ = ready.send((index, Ok(())));
                             info.set(State::Running);
-                            loop_on(&mut b, &reader, &mut pipeline, &info, &stop, idle, burst, &clock)
+                            loop_on(
+                                &mut b,
+                                &reader,
+                                &mut pipeline,
+                                &info,
+                                &stop,
+                                idle,
+                                burst,
+                                &clock,
+                            )
                         }
                         None => {
                             let params = UringParams {
@@ -138,7 +147,16 @@ impl Workers {
                                 Ok(mut b) => {
                                     let _ = ready.send((index, Ok(())));
                                     info.set(State::Running);
-                                    loop_on(&mut b, &reader, &mut pipeline, &info, &stop, idle, burst, &clock)
+                                    loop_on(
+                                        &mut b,
+                                        &reader,
+                                        &mut pipeline,
+                                        &info,
+                                        &stop,
+                                        idle,
+                                        burst,
+                                        &clock,
+                                    )
                                 }
                                 Err(e) => {
                                     let _ = ready.send((index, Err(e.to_string())));
@@ -174,11 +192,6 @@ impl Workers {
         Ok(workers)
     }
 
-    /// Whether every worker is polling.
-    pub fn all_running(&self) -> bool {
-        self.info.iter().all(|w| w.state() == State::Running)
-    }
-
     /// Raises the stop flag and joins every worker.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
@@ -199,5 +212,14 @@ fn loop_on<B: Backend>(
     burst: usize,
     clock: &dyn Fn() -> u64,
 ) -> Exit {
-    worker::run(backend, reader, pipeline, &info.stats, stop, idle, burst, clock)
+    worker::run(
+        backend,
+        reader,
+        pipeline,
+        &info.stats,
+        stop,
+        idle,
+        burst,
+        clock,
+    )
 }

@@ -1,1 +1,134 @@
-//! Typed popmesh appliance configuration parsed from TOML
+//! Typed configuration of the `popmesh-dataplane` appliance, parsed from TOML.
+//!
+//! The file is parsed, not merely validated: serde reads it into private `Raw*` structs that
+//! reject unknown keys, and `TryFrom` turns those into the typed [`Config`], enforcing every rule
+//! below. A broken rule is reported with its path, the value and the rule, for example
+//! `sessions[0].subscribers[2]: "127.0.0.1:99999" is not a valid socket address (ip:port)`.
+//! The crate does no I/O except [`Config::from_file`], and no logging.
+//!
+//! # The file
+//!
+//! Every key has the default shown here except `media.ports` (at least one entry is required)
+//! and the keys of `[[sessions]]` not marked optional. The smallest valid file is therefore:
+//!
+//! ```toml
+//! [[media.ports]]
+//! name = "a"
+//! bind = "127.0.0.1:40000"
+//! ```
+//!
+//! A complete file with every key:
+//!
+//! ```toml
+//! [admin]
+//! listen = "127.0.0.1:9100"        # admin HTTP server (/metrics, /healthz, /readyz, /config, /flows)
+//!                                  # port 0 picks a free port
+//!
+//! [log]
+//! level = "info"                   # tracing filter directive, non-empty
+//! format = "text"                  # "text" | "json"
+//!
+//! [media]
+//! backend = "uring"                # "uring" (io_uring UDP sockets) | "mem" (in-memory rings, tests/benches only)
+//! cores = [1]                      # one pinned poll-mode worker per listed CPU id; unique; 1..=128 entries, ids < 1024
+//! burst = 32                       # packets per receive burst, 1..=256
+//! max_flows = 65536                # flow table capacity, 1..=16_777_216
+//! clock_rate = 90000               # default RTP clock rate in Hz for jitter, 1..=1_000_000 (sessions may override)
+//! media_port_range = "40000-49999" # optional, no default; UDP ports considered media on L2
+//!                                  # backends (no-flow drop vs exception path)
+//!
+//! [media.idle]
+//! spin_polls = 256                 # empty polls before a worker backs off, 0..=1_000_000
+//! max_wait = "200us"               # longest an idle worker waits for traffic; a number with a
+//!                                  # unit (ns, us, ms, s; "0.5ms" works); 0 < d <= 1s
+//!
+//! [media.uring]
+//! ring_entries = 1024              # power of two, 8..=32768
+//! buffers = 4096                   # provided receive buffers per worker, power of two, 16..=32768
+//! buffer_size = 2048               # bytes, 512..=65536
+//! gso = true                       # UDP generic segmentation offload for fan-out
+//! rcvbuf_bytes = 4194304           # SO_RCVBUF, 4096..=1073741824
+//! sndbuf_bytes = 4194304           # SO_SNDBUF, 4096..=1073741824
+//!
+//! [[media.ports]]                  # ingress/egress points; PortIds are assigned in list order
+//! name = "lab"                     # unique, [a-z0-9_-]{1,32}
+//! bind = "127.0.0.1:40000"         # socket address, port != 0; 0.0.0.0 / [::] accept any local IP
+//! count = 1                        # consecutive UDP ports starting at bind's port (1..=4096);
+//!                                  # each is its own PortId, in order
+//!
+//! [[media.ports]]
+//! name = "uplink"
+//! bind = "127.0.0.1:40100"
+//!
+//! [[sessions]]                     # static media sessions; there may be none
+//! name = "lab-room-1"              # unique, 1..=64 characters
+//! ingress = "127.0.0.1:40000"      # where the publisher sends; unique; opened by media.ports
+//! source = "127.0.0.1:50000"       # optional: the only accepted sender; without it the first
+//!                                  # sender is latched
+//! clock_rate = 90000               # optional, defaults to media.clock_rate
+//! subscribers = [                  # 1..=4096 unique destinations
+//!     "127.0.0.1:41000",           # leaves from the ingress port
+//!     "127.0.0.1:41001",
+//!     { addr = "127.0.0.1:41002", egress = "uplink" },  # leaves from the named port's first PortId
+//! ]
+//! ```
+//!
+//! # Rules beyond the ranges above
+//!
+//! - `media.ports`: names unique; address ranges do not overlap (same IP, or either bound to the
+//!   unspecified address of the same family, with a shared UDP port) and end at or below port
+//!   65535; the total number of PortIds fits a `u16` (at most 65535).
+//! - `media.cores`: no CPU id twice.
+//! - `sessions`: names unique; `ingress` unique and inside a port range, either on exactly the
+//!   same IP or on a port bound to the unspecified address of the same family.
+//! - `source` has the family of the ingress port; each subscriber has the family of the port it
+//!   leaves from. Both must be concrete: no unspecified IP, no port 0.
+//! - `egress` names an existing port; a subscriber is never the session's own ingress (a loop),
+//!   and never listed twice.
+//!
+//! # Effective configuration
+//!
+//! [`Config`] serializes back to the file format with every default written out (durations as
+//! `"200us"`); [`Config::to_toml`] gives the TOML text and the admin server can serve the same
+//! shape as JSON. Either loads back to an equal `Config`.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use popmesh_config::Config;
+//!
+//! let config = Config::from_toml(
+//!     r#"
+//!     [[media.ports]]
+//!     name = "lab"
+//!     bind = "127.0.0.1:40000"
+//!     count = 2
+//!
+//!     [[sessions]]
+//!     name = "lab-room-1"
+//!     ingress = "127.0.0.1:40001"
+//!     subscribers = ["127.0.0.1:41000", { addr = "127.0.0.1:41001", egress = "lab" }]
+//!     "#,
+//! )?;
+//! assert_eq!(config.port_addrs().len(), 2);
+//! let session = &config.sessions[0];
+//! assert_eq!(session.ingress_port, 1);
+//! assert_eq!(session.subscribers[0].egress_port, 1); // default: the ingress PortId
+//! assert_eq!(session.subscribers[1].egress_port, 0); // named: the port's first PortId
+//! assert_eq!(Config::from_toml(&config.to_toml()?)?, config);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod duration;
+mod error;
+mod raw;
+
+pub use config::{
+    AdminConfig, BackendKind, Config, IdleConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
+    SessionConfig, SubscriberConfig, UringConfig,
+};
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ToTomlError};

@@ -33,11 +33,14 @@ pub enum DropReason {
     Fragment,
     /// The target's address family differs from the packet's (no v4/v6 translation).
     FamilyMismatch,
+    /// The receive queue overflowed before the worker read it (kernel socket buffer or NIC
+    /// descriptor ring full): the worker is too slow or was not scheduled.
+    RxOverflow,
 }
 
 impl DropReason {
     /// Number of reasons; sizes counter arrays.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every reason, in discriminant order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -54,6 +57,7 @@ impl DropReason {
         DropReason::TxFailed,
         DropReason::Fragment,
         DropReason::FamilyMismatch,
+        DropReason::RxOverflow,
     ];
 
     /// The stable metric label value (`reason="source_mismatch"`).
@@ -72,6 +76,7 @@ impl DropReason {
             DropReason::TxFailed => "tx_failed",
             DropReason::Fragment => "fragment",
             DropReason::FamilyMismatch => "family_mismatch",
+            DropReason::RxOverflow => "rx_overflow",
         }
     }
 

@@ -20,13 +20,17 @@ fn lab_config_fans_out_and_refuses_a_second_source() {
 
     let receivers: Vec<_> = subs
         .into_iter()
-        .map(|s| std::thread::spawn(move || collect(&s, usize::from(PACKETS), Duration::from_secs(3))))
+        .map(|s| {
+            std::thread::spawn(move || collect(&s, usize::from(PACKETS), Duration::from_secs(3)))
+        })
         .collect();
 
     let publisher = UdpSocket::bind("127.0.0.1:0").expect("publisher");
     publisher.connect("127.0.0.1:40000").expect("connect");
     for seq in 0..PACKETS {
-        publisher.send(&rtp(seq, 0x1234_5678, PAYLOAD)).expect("send");
+        publisher
+            .send(&rtp(seq, 0x1234_5678, PAYLOAD))
+            .expect("send");
         // Paced (about 25k packets/s) so loopback socket buffers never overflow.
         if seq % 50 == 49 {
             std::thread::sleep(Duration::from_millis(2));
@@ -35,14 +39,26 @@ fn lab_config_fans_out_and_refuses_a_second_source() {
 
     for (i, r) in receivers.into_iter().enumerate() {
         let got = r.join().expect("receiver");
-        assert_eq!(got.len(), usize::from(PACKETS), "subscriber {i} got {} packets", got.len());
+        assert_eq!(
+            got.len(),
+            usize::from(PACKETS),
+            "subscriber {i} got {} packets",
+            got.len()
+        );
         let mut seen = vec![false; usize::from(PACKETS)];
         for p in &got {
             let seq = u16::from_be_bytes([p[2], p[3]]);
-            assert_eq!(p, &rtp(seq, 0x1234_5678, PAYLOAD), "subscriber {i}: payload changed");
+            assert_eq!(
+                p,
+                &rtp(seq, 0x1234_5678, PAYLOAD),
+                "subscriber {i}: payload changed"
+            );
             seen[usize::from(seq)] = true;
         }
-        assert!(seen.iter().all(|&s| s), "subscriber {i} missed sequence numbers");
+        assert!(
+            seen.iter().all(|&s| s),
+            "subscriber {i} missed sequence numbers"
+        );
     }
 
     // A second sender to the latched session is dropped and counted.
@@ -55,14 +71,22 @@ fn lab_config_fans_out_and_refuses_a_second_source() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
         let m = daemon.get("/metrics");
-        let dropped = metric_sum(&m, "popmesh_media_drops_total", &[("reason", "source_mismatch")]);
+        let dropped = metric_sum(
+            &m,
+            "popmesh_media_drops_total",
+            &[("reason", "source_mismatch")],
+        );
         if dropped >= 100.0 || Instant::now() > deadline {
             break m;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(
-        metric_sum(&metrics, "popmesh_media_drops_total", &[("reason", "source_mismatch")]),
+        metric_sum(
+            &metrics,
+            "popmesh_media_drops_total",
+            &[("reason", "source_mismatch")]
+        ),
         100.0,
         "{metrics}"
     );
@@ -75,21 +99,32 @@ fn lab_config_fans_out_and_refuses_a_second_source() {
         3.0 * f64::from(PACKETS)
     );
     assert_eq!(
-        metric(&metrics, "popmesh_media_flow_packets_total", &[("session", "lab-room-1")]),
+        metric(
+            &metrics,
+            "popmesh_media_flow_packets_total",
+            &[("session", "lab-room-1")]
+        ),
         Some(f64::from(PACKETS))
     );
     assert_eq!(
-        metric(&metrics, "popmesh_media_flow_drops_total", &[("session", "lab-room-1")]),
+        metric(
+            &metrics,
+            "popmesh_media_flow_drops_total",
+            &[("session", "lab-room-1")]
+        ),
         Some(100.0)
     );
     assert_eq!(
-        metric(&metrics, "popmesh_media_flow_rtp_lost_packets", &[("session", "lab-room-1")]),
+        metric(
+            &metrics,
+            "popmesh_media_flow_rtp_lost_packets",
+            &[("session", "lab-room-1")]
+        ),
         Some(0.0)
     );
     assert_eq!(metric(&metrics, "popmesh_media_flows", &[]), Some(1.0));
 
-    let flows: serde_json::Value =
-        serde_json::from_str(&daemon.get("/flows")).expect("flows json");
+    let flows: serde_json::Value = serde_json::from_str(&daemon.get("/flows")).expect("flows json");
     let f = &flows["flows"][0];
     assert_eq!(f["session"], "lab-room-1");
     assert_eq!(f["packets"], u64::from(PACKETS));

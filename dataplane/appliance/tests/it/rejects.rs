@@ -77,8 +77,10 @@ subscribers = ["{sub}"]
     tx.send(&[]).expect("empty");
     tx.send(&[0x00, 0x01, 0x00, 0x00]).expect("stun-like");
     tx.send(&[0x80, 0x60, 0x00]).expect("short rtp");
-    tx.send(&[0x90, 0x60, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0xbe, 0xde, 0x00, 0xff])
-        .expect("rtp with an extension longer than the packet");
+    tx.send(&[
+        0x90, 0x60, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0xbe, 0xde, 0x00, 0xff,
+    ])
+    .expect("rtp with an extension longer than the packet");
     tx.send(&vec![0x80; 9000]).expect("oversized");
     // Still relaying afterwards.
     tx.send(&rtp(2, 7, 100)).expect("send");
@@ -94,9 +96,9 @@ subscribers = ["{sub}"]
     ];
     loop {
         let m = daemon.get("/metrics");
-        let all_ok = expect.iter().all(|(r, n)| {
-            metric_sum(&m, "popmesh_media_drops_total", &[("reason", r)]) == *n
-        });
+        let all_ok = expect
+            .iter()
+            .all(|(r, n)| metric_sum(&m, "popmesh_media_drops_total", &[("reason", r)]) == *n);
         if all_ok {
             break;
         }

@@ -1,0 +1,1092 @@
+//! Typed configuration values and their conversion from the raw file structs.
+//!
+//! Conversion stops at the first broken rule, checked in file order (admin, log, media, then
+//! sessions in order), so the operator fixes errors top to bottom.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::ser::Error as _;
+use serde::{Serialize, Serializer};
+
+use crate::duration::{self, parse_duration};
+use crate::error::{ConfigError, ToTomlError};
+use crate::raw::{
+    RawAdmin, RawConfig, RawIdle, RawLog, RawMedia, RawPort, RawSession, RawSubscriber, RawUring,
+};
+
+/// Documented default values; the raw structs render them in the file's syntax.
+pub(crate) mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    pub const ADMIN_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
+    pub const LOG_LEVEL: &str = "info";
+    pub const LOG_FORMAT: &str = "text";
+    pub const BACKEND: &str = "uring";
+    pub const CORES: [i64; 1] = [1];
+    pub const BURST: i64 = 32;
+    pub const MAX_FLOWS: i64 = 65_536;
+    pub const CLOCK_RATE: i64 = 90_000;
+    pub const SPIN_POLLS: i64 = 256;
+    pub const MAX_WAIT: Duration = Duration::from_micros(200);
+    pub const RING_ENTRIES: i64 = 1024;
+    pub const BUFFERS: i64 = 4096;
+    pub const BUFFER_SIZE: i64 = 2048;
+    pub const GSO: bool = true;
+    pub const SOCKET_BUF_BYTES: i64 = 4 * 1024 * 1024;
+}
+
+// Limits of the schema, named once so the checks and their messages cannot disagree.
+const MAX_CORES: usize = 128;
+/// `CPU_SETSIZE`: the largest CPU id `sched_setaffinity` with a `cpu_set_t` can pin to, plus one.
+const CPU_SETSIZE: i64 = 1024;
+const BURST_RANGE: RangeInclusive<i64> = 1..=256;
+const MAX_FLOWS_RANGE: RangeInclusive<i64> = 1..=16_777_216;
+const CLOCK_RATE_RANGE: RangeInclusive<i64> = 1..=1_000_000;
+const SPIN_POLLS_RANGE: RangeInclusive<i64> = 0..=1_000_000;
+const MAX_WAIT_LIMIT: Duration = Duration::from_secs(1);
+const RING_ENTRIES_RANGE: RangeInclusive<i64> = 8..=32_768;
+const BUFFERS_RANGE: RangeInclusive<i64> = 16..=32_768;
+const BUFFER_SIZE_RANGE: RangeInclusive<i64> = 512..=65_536;
+/// The kernel stores socket buffer sizes as `int` and doubles the requested value, so anything
+/// above 1 GiB could overflow; below 4 KiB it raises the value to its own minimum anyway, and the
+/// effective config would misstate the size.
+const SOCKET_BUF_RANGE: RangeInclusive<i64> = 4096..=1_073_741_824;
+const PORT_COUNT_RANGE: RangeInclusive<i64> = 1..=4096;
+/// PortIds are `u16`; their number must fit one too.
+const MAX_PORT_IDS: u32 = u16::MAX as u32;
+const PORT_NAME_MAX_LEN: usize = 32;
+const SESSION_NAME_MAX_CHARS: usize = 64;
+const MAX_SUBSCRIBERS: usize = 4096;
+
+/// The whole appliance configuration.
+///
+/// Build it with [`Config::from_toml`] or [`Config::from_file`]; both enforce every rule of the
+/// schema (see the [crate documentation](crate)). The fields are public for reading; a value built
+/// or changed by hand is not re-validated.
+///
+/// Serializing a `Config` (for the admin server's `/config`) writes the file format with every
+/// default filled in, so the output (as TOML via [`Config::to_toml`], or the same shape as JSON)
+/// loads back to an equal `Config`. Sessions are written with egress port *names*, not the resolved
+/// PortIds, because the file format has no place for PortIds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[admin]`: the admin HTTP server.
+    pub admin: AdminConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[media]`: the media workers and their ports.
+    pub media: MediaConfig,
+    /// `[[sessions]]`: static media sessions, in file order. May be empty.
+    pub sessions: Vec<SessionConfig>,
+}
+
+/// `[admin]`: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/config`, `/flows`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminConfig {
+    /// Address to listen on. Port 0 (an ephemeral port) is allowed, which tests use.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::ADMIN_LISTEN,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    /// A `tracing` filter directive such as `info` or `popmesh=debug,warn`. Only checked to be
+    /// non-blank here; the binary that installs the filter reports a malformed directive.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: defaults::LOG_LEVEL.to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`"text"`).
+    Text,
+    /// One JSON object per line (`"json"`), for log shippers.
+    Json,
+}
+
+/// `[media]`: the media workers and their ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaConfig {
+    /// Which packet I/O backend the workers use.
+    pub backend: BackendKind,
+    /// CPU ids, one pinned poll-mode worker each, in worker order. Unique, 1..=128 entries, each
+    /// below 1024 (`CPU_SETSIZE`). Whether the CPU exists is checked by the binary.
+    pub cores: Vec<usize>,
+    /// Packets per receive burst, 1..=256.
+    pub burst: u16,
+    /// Flow table capacity, 1..=16_777_216.
+    pub max_flows: u32,
+    /// Default RTP clock rate in Hz for jitter, 1..=1_000_000; a session may override it.
+    pub clock_rate: u32,
+    /// UDP ports that count as media on L2 backends: a packet to one of them without a flow is
+    /// dropped, anything else goes to the exception path. `None`: no port is media by default.
+    #[serde(
+        serialize_with = "serialize_port_range",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub media_port_range: Option<RangeInclusive<u16>>,
+    /// `[media.idle]`: how idle workers back off.
+    pub idle: IdleConfig,
+    /// `[media.uring]`: io_uring backend tuning (ignored by other backends).
+    pub uring: UringConfig,
+    /// `[[media.ports]]`: ingress/egress points. PortIds are assigned in this order, `count` ids
+    /// per entry; see [`Config::port_addrs`].
+    pub ports: Vec<PortConfig>,
+}
+
+/// `media.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// io_uring UDP sockets (`"uring"`).
+    Uring,
+    /// In-memory rings (`"mem"`), for tests and benches only.
+    Mem,
+}
+
+/// `[media.idle]`: how an idle worker backs off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdleConfig {
+    /// Empty polls before the worker starts waiting, 0..=1_000_000.
+    pub spin_polls: u32,
+    /// Longest a waiting worker sleeps before polling again, in (0, 1s]. Bounds the extra latency
+    /// the first packet after a quiet period sees.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max_wait: Duration,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig {
+            spin_polls: 256,
+            max_wait: defaults::MAX_WAIT,
+        }
+    }
+}
+
+/// `[media.uring]`: io_uring backend tuning, per worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UringConfig {
+    /// Submission queue entries; a power of two in 8..=32768.
+    pub ring_entries: u32,
+    /// Provided receive buffers; a power of two in 16..=32768 (the buffer ring's limit).
+    pub buffers: u16,
+    /// Bytes per receive buffer, 512..=65536.
+    pub buffer_size: u32,
+    /// Send fan-out with UDP generic segmentation offload where possible.
+    pub gso: bool,
+    /// `SO_RCVBUF` in bytes, 4096..=1 GiB.
+    pub rcvbuf_bytes: usize,
+    /// `SO_SNDBUF` in bytes, 4096..=1 GiB.
+    pub sndbuf_bytes: usize,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            ring_entries: 1024,
+            buffers: 4096,
+            buffer_size: 2048,
+            gso: true,
+            rcvbuf_bytes: 4 * 1024 * 1024,
+            sndbuf_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One `[[media.ports]]` entry: `count` consecutive UDP ports starting at `bind`, each its own
+/// PortId.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortConfig {
+    /// Unique name, `[a-z0-9_-]{1,32}`; subscribers name their egress port with it.
+    pub name: String,
+    /// Address of the first socket; its port is not 0. The unspecified address (`0.0.0.0`,
+    /// `[::]`) accepts traffic to any local address of that family.
+    pub bind: SocketAddr,
+    /// Number of consecutive ports, 1..=4096, ending at or below 65535.
+    pub count: u16,
+}
+
+/// One `[[sessions]]` entry: a publisher relayed to its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionConfig {
+    /// Unique name, 1..=64 characters.
+    pub name: String,
+    /// Where the publisher sends; unique among sessions and opened by one of `media.ports`.
+    pub ingress: SocketAddr,
+    /// The PortId `ingress` arrives on.
+    pub ingress_port: u16,
+    /// The only accepted sender, or `None` to latch the first sender.
+    pub source: Option<SocketAddr>,
+    /// RTP clock rate in Hz: the session's own, or `media.clock_rate`.
+    pub clock_rate: u32,
+    /// Where packets are replicated to, 1..=4096 unique addresses.
+    pub subscribers: Vec<SubscriberConfig>,
+}
+
+/// One subscriber of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriberConfig {
+    /// Destination address; same family as the egress port, never the session's own ingress.
+    pub addr: SocketAddr,
+    /// The PortId packets leave from: the first PortId of the named `egress` port, or the
+    /// session's ingress port when none is named.
+    pub egress_port: u16,
+}
+
+impl Config {
+    /// Parses and validates a configuration from TOML text.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Syntax`] when the text is not TOML or does not fit the schema (unknown key,
+    /// wrong type, missing required key); [`ConfigError::Invalid`] for the first value that breaks
+    /// a rule, in file order.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_string()))?;
+        Config::try_from(raw)
+    }
+
+    /// Reads `path` and parses it with [`Config::from_toml`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Io`] when the file cannot be read or is not UTF-8, otherwise as
+    /// [`Config::from_toml`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Writes the configuration as a TOML file that [`Config::from_toml`] reads back to an equal
+    /// `Config`, with every default written out.
+    ///
+    /// # Errors
+    ///
+    /// [`ToTomlError`] when a hand-built configuration holds something the file format cannot
+    /// express: a subscriber whose egress PortId is neither its session's ingress port nor the
+    /// first PortId of a port, an `ingress_port` that does not match `ingress`, or a number
+    /// beyond TOML's `i64`. Never for a parsed configuration.
+    pub fn to_toml(&self) -> Result<String, ToTomlError> {
+        toml::to_string(self).map_err(|e| ToTomlError(e.to_string()))
+    }
+
+    /// The address of every PortId, in PortId order: each `media.ports` entry contributes `count`
+    /// consecutive ports of its bind address.
+    ///
+    /// A hand-built entry whose range runs past port 65535 contributes only the ports that exist,
+    /// which shifts the PortIds after it; parsed configurations never have one.
+    pub fn port_addrs(&self) -> Vec<SocketAddr> {
+        self.media
+            .ports
+            .iter()
+            .flat_map(|p| {
+                (0..p.count).map_while(move |offset| {
+                    let port = p.bind.port().checked_add(offset)?;
+                    Some(SocketAddr::new(p.bind.ip(), port))
+                })
+            })
+            .collect()
+    }
+
+    /// The PortId that receives traffic sent to `addr`: the port range with exactly that IP, or
+    /// failing that one bound to the unspecified address of the same family.
+    pub fn port_id(&self, addr: SocketAddr) -> Option<u16> {
+        lookup_port_id(&self.media.ports, addr)
+    }
+
+    /// The first PortId and the entry of the port named `name`.
+    pub fn port_by_name(&self, name: &str) -> Option<(u16, &PortConfig)> {
+        with_first_ids(&self.media.ports)
+            .find(|(_, p)| p.name == name)
+            .and_then(|(first, p)| Some((u16::try_from(first).ok()?, p)))
+    }
+}
+
+/// Each port with its first PortId (as `u32`, so hand-built configs cannot overflow it).
+fn with_first_ids(ports: &[PortConfig]) -> impl Iterator<Item = (u32, &PortConfig)> {
+    ports.iter().scan(0u32, |next, p| {
+        let first = *next;
+        *next = next.saturating_add(u32::from(p.count));
+        Some((first, p))
+    })
+}
+
+/// Whether `port`'s range contains `addr`'s port (IPs not compared).
+fn range_contains(port: &PortConfig, addr: SocketAddr) -> Option<u32> {
+    let offset = addr.port().checked_sub(port.bind.port())?;
+    (offset < port.count).then_some(u32::from(offset))
+}
+
+fn lookup_port_id(ports: &[PortConfig], addr: SocketAddr) -> Option<u16> {
+    let find = |matches_ip: &dyn Fn(IpAddr) -> bool| {
+        with_first_ids(ports).find_map(|(first, p)| {
+            if !matches_ip(p.bind.ip()) {
+                return None;
+            }
+            let offset = range_contains(p, addr)?;
+            u16::try_from(first.checked_add(offset)?).ok()
+        })
+    };
+    find(&|ip| ip == addr.ip())
+        .or_else(|| find(&|ip| ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()))
+}
+
+/// The port entry that PortId `id` belongs to.
+fn port_of_id(ports: &[PortConfig], id: u16) -> Option<&PortConfig> {
+    with_first_ids(ports)
+        .find(|(first, p)| u32::from(id) >= *first && u32::from(id) - *first < u32::from(p.count))
+        .map(|(_, p)| p)
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// A string value as TOML would show it, for error messages.
+fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `first-last` description of a port entry's addresses, e.g. `127.0.0.1:40000-40003`.
+fn describe_range(p: &PortConfig) -> String {
+    let last = u32::from(p.bind.port()) + u32::from(p.count.max(1)) - 1;
+    if p.count <= 1 {
+        p.bind.to_string()
+    } else {
+        format!("{}-{last}", p.bind)
+    }
+}
+
+fn parse_addr(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError::invalid(path, quoted(s), "is not a valid socket address (ip:port)")
+    })
+}
+
+/// Checks `value` against `range` and converts it to the target integer type.
+fn int_in<T: TryFrom<i64>>(
+    path: &str,
+    value: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T, ConfigError> {
+    let out_of_range = || {
+        ConfigError::invalid(
+            path,
+            value.to_string(),
+            format!("must be in {}..={}", range.start(), range.end()),
+        )
+    };
+    if !range.contains(&value) {
+        return Err(out_of_range());
+    }
+    T::try_from(value).map_err(|_| out_of_range())
+}
+
+/// Like [`int_in`], and the value must also be a power of two.
+fn power_of_two_in<T: TryFrom<i64>>(
+    path: &str,
+    value: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T, ConfigError> {
+    let converted = int_in(path, value, range.clone())?;
+    if value.count_ones() != 1 {
+        return Err(ConfigError::invalid(
+            path,
+            value.to_string(),
+            format!(
+                "must be a power of two in {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(converted)
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let admin = AdminConfig::try_from(raw.admin)?;
+        let log = LogConfig::try_from(raw.log)?;
+        let media = MediaConfig::try_from(raw.media)?;
+        let mut sessions: Vec<SessionConfig> = Vec::with_capacity(raw.sessions.len());
+        for (index, raw_session) in raw.sessions.into_iter().enumerate() {
+            let session = convert_session(index, raw_session, &media, &sessions)?;
+            sessions.push(session);
+        }
+        Ok(Config {
+            admin,
+            log,
+            media,
+            sessions,
+        })
+    }
+}
+
+impl TryFrom<RawAdmin> for AdminConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawAdmin) -> Result<Self, ConfigError> {
+        Ok(AdminConfig {
+            listen: parse_addr("admin.listen", &raw.listen)?,
+        })
+    }
+}
+
+impl TryFrom<RawLog> for LogConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawLog) -> Result<Self, ConfigError> {
+        if raw.level.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                quoted(&raw.level),
+                "must be a non-empty tracing filter directive such as \"info\"",
+            ));
+        }
+        let format = match raw.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    quoted(&raw.format),
+                    "must be \"text\" or \"json\"",
+                ))
+            }
+        };
+        Ok(LogConfig {
+            level: raw.level,
+            format,
+        })
+    }
+}
+
+impl TryFrom<RawMedia> for MediaConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawMedia) -> Result<Self, ConfigError> {
+        let backend = match raw.backend.as_str() {
+            "uring" => BackendKind::Uring,
+            "mem" => BackendKind::Mem,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "media.backend",
+                    quoted(&raw.backend),
+                    "must be \"uring\" or \"mem\"",
+                ))
+            }
+        };
+        let cores = convert_cores(&raw.cores)?;
+        let burst = int_in("media.burst", raw.burst, BURST_RANGE)?;
+        let max_flows = int_in("media.max_flows", raw.max_flows, MAX_FLOWS_RANGE)?;
+        let clock_rate = int_in("media.clock_rate", raw.clock_rate, CLOCK_RATE_RANGE)?;
+        let media_port_range = raw
+            .media_port_range
+            .as_deref()
+            .map(|s| {
+                parse_port_range(s).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "media.media_port_range",
+                        quoted(s),
+                        "is not a UDP port range \"first-last\" with 1 <= first <= last <= 65535",
+                    )
+                })
+            })
+            .transpose()?;
+        let idle = IdleConfig::try_from(raw.idle)?;
+        let uring = UringConfig::try_from(raw.uring)?;
+        let ports = convert_ports(raw.ports)?;
+        Ok(MediaConfig {
+            backend,
+            cores,
+            burst,
+            max_flows,
+            clock_rate,
+            media_port_range,
+            idle,
+            uring,
+            ports,
+        })
+    }
+}
+
+fn convert_cores(raw: &[i64]) -> Result<Vec<usize>, ConfigError> {
+    if raw.is_empty() || raw.len() > MAX_CORES {
+        let value = if raw.is_empty() {
+            "[]".to_string()
+        } else {
+            format!("{} entries", raw.len())
+        };
+        return Err(ConfigError::invalid(
+            "media.cores",
+            value,
+            format!("must list 1..={MAX_CORES} CPU ids"),
+        ));
+    }
+    let mut seen: HashMap<usize, usize> = HashMap::with_capacity(raw.len());
+    let mut cores = Vec::with_capacity(raw.len());
+    for (index, &value) in raw.iter().enumerate() {
+        let path = format!("media.cores[{index}]");
+        let core: usize = usize::try_from(value)
+            .ok()
+            .filter(|_| value < CPU_SETSIZE)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &path,
+                    value.to_string(),
+                    format!("is not a CPU id (0..={})", CPU_SETSIZE - 1),
+                )
+            })?;
+        if let Some(first) = seen.insert(core, index) {
+            return Err(ConfigError::invalid(
+                path,
+                value.to_string(),
+                format!("is listed twice (also media.cores[{first}]); one worker per CPU"),
+            ));
+        }
+        cores.push(core);
+    }
+    Ok(cores)
+}
+
+fn parse_port_range(s: &str) -> Option<RangeInclusive<u16>> {
+    let (first, last) = s.split_once('-')?;
+    let first: u16 = first.trim().parse().ok()?;
+    let last: u16 = last.trim().parse().ok()?;
+    (first >= 1 && first <= last).then_some(first..=last)
+}
+
+fn serialize_port_range<S: Serializer>(
+    range: &Option<RangeInclusive<u16>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match range {
+        Some(range) => s.serialize_str(&format!("{}-{}", range.start(), range.end())),
+        None => s.serialize_none(),
+    }
+}
+
+impl TryFrom<RawIdle> for IdleConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawIdle) -> Result<Self, ConfigError> {
+        let spin_polls = int_in("media.idle.spin_polls", raw.spin_polls, SPIN_POLLS_RANGE)?;
+        let path = "media.idle.max_wait";
+        let max_wait = parse_duration(&raw.max_wait)
+            .map_err(|rule| ConfigError::invalid(path, quoted(&raw.max_wait), rule))?;
+        if max_wait.is_zero() || max_wait > MAX_WAIT_LIMIT {
+            return Err(ConfigError::invalid(
+                path,
+                quoted(&raw.max_wait),
+                "must be more than 0 and at most 1s",
+            ));
+        }
+        Ok(IdleConfig {
+            spin_polls,
+            max_wait,
+        })
+    }
+}
+
+impl TryFrom<RawUring> for UringConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawUring) -> Result<Self, ConfigError> {
+        Ok(UringConfig {
+            ring_entries: power_of_two_in(
+                "media.uring.ring_entries",
+                raw.ring_entries,
+                RING_ENTRIES_RANGE,
+            )?,
+            buffers: power_of_two_in("media.uring.buffers", raw.buffers, BUFFERS_RANGE)?,
+            buffer_size: int_in(
+                "media.uring.buffer_size",
+                raw.buffer_size,
+                BUFFER_SIZE_RANGE,
+            )?,
+            gso: raw.gso,
+            rcvbuf_bytes: int_in(
+                "media.uring.rcvbuf_bytes",
+                raw.rcvbuf_bytes,
+                SOCKET_BUF_RANGE,
+            )?,
+            sndbuf_bytes: int_in(
+                "media.uring.sndbuf_bytes",
+                raw.sndbuf_bytes,
+                SOCKET_BUF_RANGE,
+            )?,
+        })
+    }
+}
+
+fn is_valid_port_name(name: &str) -> bool {
+    (1..=PORT_NAME_MAX_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether two port entries claim a common address: same family, same IP or either one
+/// unspecified (a wildcard bind conflicts with every address of its family), and intersecting
+/// port ranges.
+fn ports_overlap(a: &PortConfig, b: &PortConfig) -> bool {
+    let (a_ip, b_ip) = (a.bind.ip(), b.bind.ip());
+    if a_ip.is_ipv4() != b_ip.is_ipv4() {
+        return false;
+    }
+    if a_ip != b_ip && !a_ip.is_unspecified() && !b_ip.is_unspecified() {
+        return false;
+    }
+    let a_first = u32::from(a.bind.port());
+    let b_first = u32::from(b.bind.port());
+    a_first < b_first + u32::from(b.count) && b_first < a_first + u32::from(a.count)
+}
+
+fn convert_ports(raw: Vec<RawPort>) -> Result<Vec<PortConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "media.ports",
+            "[]",
+            "must list at least one port ([[media.ports]] with name and bind)",
+        ));
+    }
+    let mut ports: Vec<PortConfig> = Vec::with_capacity(raw.len());
+    let mut total_ids: u32 = 0;
+    for (index, raw_port) in raw.into_iter().enumerate() {
+        let base = format!("media.ports[{index}]");
+        if !is_valid_port_name(&raw_port.name) {
+            return Err(ConfigError::invalid(
+                format!("{base}.name"),
+                quoted(&raw_port.name),
+                "is not a valid port name ([a-z0-9_-]{1,32})",
+            ));
+        }
+        if let Some(other) = ports.iter().position(|p| p.name == raw_port.name) {
+            return Err(ConfigError::invalid(
+                format!("{base}.name"),
+                quoted(&raw_port.name),
+                format!("is already the name of media.ports[{other}]"),
+            ));
+        }
+        let bind_path = format!("{base}.bind");
+        let bind = parse_addr(&bind_path, &raw_port.bind)?;
+        if bind.port() == 0 {
+            return Err(ConfigError::invalid(
+                bind_path,
+                quoted(&raw_port.bind),
+                "has port 0; a media port needs a fixed port that publishers can send to",
+            ));
+        }
+        let count_path = format!("{base}.count");
+        let count: u16 = int_in(&count_path, raw_port.count, PORT_COUNT_RANGE)?;
+        let last = u32::from(bind.port()) + u32::from(count) - 1;
+        if last > u32::from(u16::MAX) {
+            return Err(ConfigError::invalid(
+                count_path,
+                count.to_string(),
+                format!(
+                    "runs past UDP port 65535 from {bind} (at most {} here)",
+                    u32::from(u16::MAX) - u32::from(bind.port()) + 1
+                ),
+            ));
+        }
+        total_ids += u32::from(count);
+        if total_ids > MAX_PORT_IDS {
+            return Err(ConfigError::invalid(
+                count_path,
+                count.to_string(),
+                format!(
+                    "brings the number of PortIds to {total_ids}, more than the {MAX_PORT_IDS} a u16 PortId can count"
+                ),
+            ));
+        }
+        let port = PortConfig {
+            name: raw_port.name,
+            bind,
+            count,
+        };
+        if let Some((other, existing)) = ports
+            .iter()
+            .enumerate()
+            .find(|(_, existing)| ports_overlap(existing, &port))
+        {
+            return Err(ConfigError::invalid(
+                bind_path,
+                quoted(&raw_port.bind),
+                format!(
+                    "overlaps media.ports[{other}] {:?} ({}); every address may be opened once",
+                    existing.name,
+                    describe_range(existing)
+                ),
+            ));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
+}
+
+fn convert_session(
+    index: usize,
+    raw: RawSession,
+    media: &MediaConfig,
+    earlier: &[SessionConfig],
+) -> Result<SessionConfig, ConfigError> {
+    let base = format!("sessions[{index}]");
+    let ports = &media.ports;
+
+    let name_chars = raw.name.chars().count();
+    if raw.name.trim().is_empty() || name_chars > SESSION_NAME_MAX_CHARS {
+        return Err(ConfigError::invalid(
+            format!("{base}.name"),
+            quoted(&raw.name),
+            format!("must be 1..={SESSION_NAME_MAX_CHARS} characters, not all whitespace"),
+        ));
+    }
+    if let Some(other) = earlier.iter().position(|s| s.name == raw.name) {
+        return Err(ConfigError::invalid(
+            format!("{base}.name"),
+            quoted(&raw.name),
+            format!("is already the name of sessions[{other}]"),
+        ));
+    }
+
+    let ingress_path = format!("{base}.ingress");
+    let ingress = parse_addr(&ingress_path, &raw.ingress)?;
+    let ingress_port = lookup_port_id(ports, ingress).ok_or_else(|| {
+        ConfigError::invalid(
+            &ingress_path,
+            quoted(&raw.ingress),
+            "is not opened by any of media.ports (needs a port range on that IP, or on the \
+             unspecified address of its family)",
+        )
+    })?;
+    if let Some((other, existing)) = earlier
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.ingress == ingress)
+    {
+        return Err(ConfigError::invalid(
+            ingress_path,
+            quoted(&raw.ingress),
+            format!(
+                "is already the ingress of sessions[{other}] {:?}",
+                existing.name
+            ),
+        ));
+    }
+    let ingress_entry = port_of_id(ports, ingress_port)
+        .expect("lookup_port_id returns PortIds of existing entries");
+
+    let source = match &raw.source {
+        None => None,
+        Some(text) => {
+            let path = format!("{base}.source");
+            let source = parse_addr(&path, text)?;
+            if source.ip().is_unspecified() || source.port() == 0 {
+                return Err(ConfigError::invalid(
+                    path,
+                    quoted(text),
+                    "is not a concrete sender address (unspecified IP or port 0); leave \
+                     `source` out to accept the first sender",
+                ));
+            }
+            check_family(&path, text, source, ingress_entry, "arrives on")?;
+            Some(source)
+        }
+    };
+
+    let clock_rate = match raw.clock_rate {
+        Some(rate) => int_in(&format!("{base}.clock_rate"), rate, CLOCK_RATE_RANGE)?,
+        None => media.clock_rate,
+    };
+
+    let subscribers_path = format!("{base}.subscribers");
+    if raw.subscribers.is_empty() || raw.subscribers.len() > MAX_SUBSCRIBERS {
+        let value = if raw.subscribers.is_empty() {
+            "[]".to_string()
+        } else {
+            format!("{} entries", raw.subscribers.len())
+        };
+        return Err(ConfigError::invalid(
+            subscribers_path,
+            value,
+            format!("must list 1..={MAX_SUBSCRIBERS} subscribers"),
+        ));
+    }
+    let mut subscribers: Vec<SubscriberConfig> = Vec::with_capacity(raw.subscribers.len());
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::with_capacity(raw.subscribers.len());
+    for (sub_index, raw_sub) in raw.subscribers.iter().enumerate() {
+        let sub_base = format!("{subscribers_path}[{sub_index}]");
+        let (addr_path, addr_text, egress) = match raw_sub {
+            RawSubscriber::Plain(text) => (sub_base.clone(), text, None),
+            RawSubscriber::Routed(routed) => (
+                format!("{sub_base}.addr"),
+                &routed.addr,
+                routed.egress.as_deref(),
+            ),
+        };
+        let addr = parse_addr(&addr_path, addr_text)?;
+        let (egress_port, egress_entry) = match egress {
+            None => (ingress_port, ingress_entry),
+            Some(name) => {
+                let (first, entry) = with_first_ids(ports)
+                    .find(|(_, p)| p.name == name)
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("{sub_base}.egress"),
+                            quoted(name),
+                            "is not the name of any of media.ports",
+                        )
+                    })?;
+                let first = u16::try_from(first)
+                    .expect("PortIds of parsed ports fit u16 (checked in convert_ports)");
+                (first, entry)
+            }
+        };
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(ConfigError::invalid(
+                addr_path,
+                quoted(addr_text),
+                "is not a concrete destination (unspecified IP or port 0)",
+            ));
+        }
+        check_family(&addr_path, addr_text, addr, egress_entry, "leaves from")?;
+        if addr == ingress {
+            return Err(ConfigError::invalid(
+                addr_path,
+                quoted(addr_text),
+                "is the session's own ingress; relaying to it would loop",
+            ));
+        }
+        if let Some(first) = seen.insert(addr, sub_index) {
+            return Err(ConfigError::invalid(
+                addr_path,
+                quoted(addr_text),
+                format!("is already {subscribers_path}[{first}]"),
+            ));
+        }
+        subscribers.push(SubscriberConfig { addr, egress_port });
+    }
+
+    Ok(SessionConfig {
+        name: raw.name,
+        ingress,
+        ingress_port,
+        source,
+        clock_rate,
+        subscribers,
+    })
+}
+
+/// Rejects an address whose family differs from the port it travels through: a socket of one
+/// family cannot send to or receive from the other.
+fn check_family(
+    path: &str,
+    text: &str,
+    addr: SocketAddr,
+    port: &PortConfig,
+    relation: &str,
+) -> Result<(), ConfigError> {
+    if addr.is_ipv4() == port.bind.is_ipv4() {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        path,
+        quoted(text),
+        format!(
+            "is {} but {relation} port {:?}, which is bound to {} address {}",
+            family(addr.ip()),
+            port.name,
+            family(port.bind.ip()),
+            port.bind
+        ),
+    ))
+}
+
+// --- Serialization in the file format -------------------------------------------------------
+
+/// The file form of a [`Config`]: sessions name their egress ports instead of holding PortIds.
+#[derive(Serialize)]
+struct FileView<'a> {
+    admin: &'a AdminConfig,
+    log: &'a LogConfig,
+    media: &'a MediaConfig,
+    sessions: Vec<SessionView<'a>>,
+}
+
+#[derive(Serialize)]
+struct SessionView<'a> {
+    name: &'a str,
+    ingress: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SocketAddr>,
+    clock_rate: u32,
+    subscribers: Vec<SubscriberView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SubscriberView<'a> {
+    /// Leaves from the ingress port, the default.
+    Plain(SocketAddr),
+    /// Leaves from the named port.
+    Routed { addr: SocketAddr, egress: &'a str },
+}
+
+impl<'a> FileView<'a> {
+    fn new(config: &'a Config) -> Result<Self, String> {
+        let ports = &config.media.ports;
+        let mut sessions = Vec::with_capacity(config.sessions.len());
+        for (index, session) in config.sessions.iter().enumerate() {
+            if lookup_port_id(ports, session.ingress) != Some(session.ingress_port) {
+                return Err(format!(
+                    "sessions[{index}].ingress_port: PortId {} is not the port of ingress {}",
+                    session.ingress_port, session.ingress
+                ));
+            }
+            let mut subscribers = Vec::with_capacity(session.subscribers.len());
+            for (sub_index, sub) in session.subscribers.iter().enumerate() {
+                if sub.egress_port == session.ingress_port {
+                    subscribers.push(SubscriberView::Plain(sub.addr));
+                    continue;
+                }
+                let (_, port) = with_first_ids(ports)
+                    .find(|(first, _)| *first == u32::from(sub.egress_port))
+                    .ok_or_else(|| {
+                        format!(
+                            "sessions[{index}].subscribers[{sub_index}].egress_port: PortId {} \
+                             is neither the ingress port nor the first PortId of a port, so \
+                             it has no name",
+                            sub.egress_port
+                        )
+                    })?;
+                subscribers.push(SubscriberView::Routed {
+                    addr: sub.addr,
+                    egress: &port.name,
+                });
+            }
+            sessions.push(SessionView {
+                name: &session.name,
+                ingress: session.ingress,
+                source: session.source,
+                clock_rate: session.clock_rate,
+                subscribers,
+            });
+        }
+        Ok(FileView {
+            admin: &config.admin,
+            log: &config.log,
+            media: &config.media,
+            sessions,
+        })
+    }
+}
+
+impl Serialize for Config {
+    /// Writes the file format (see [`Config`]); fails like [`Config::to_toml`] on a hand-built
+    /// configuration the format cannot express.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        FileView::new(self)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, bind: &str, count: u16) -> PortConfig {
+        PortConfig {
+            name: name.to_string(),
+            bind: bind.parse().expect("test address"),
+            count,
+        }
+    }
+
+    #[test]
+    fn typed_defaults_match_the_file_defaults() {
+        let parsed = Config::from_toml("[[media.ports]]\nname = \"a\"\nbind = \"127.0.0.1:40000\"")
+            .expect("minimal config parses");
+        assert_eq!(parsed.admin, AdminConfig::default());
+        assert_eq!(parsed.log, LogConfig::default());
+        assert_eq!(parsed.media.idle, IdleConfig::default());
+        assert_eq!(parsed.media.uring, UringConfig::default());
+    }
+
+    #[test]
+    fn overlap_needs_same_family_matching_ip_and_shared_ports() {
+        let a = port("a", "127.0.0.1:40000", 4);
+        assert!(ports_overlap(&a, &port("b", "127.0.0.1:40003", 1)));
+        assert!(!ports_overlap(&a, &port("b", "127.0.0.1:40004", 1)));
+        assert!(ports_overlap(&a, &port("b", "127.0.0.1:39999", 2)));
+        assert!(!ports_overlap(&a, &port("b", "127.0.0.1:39990", 10)));
+        assert!(!ports_overlap(&a, &port("b", "127.0.0.2:40000", 4)));
+        assert!(ports_overlap(&a, &port("b", "0.0.0.0:40001", 1)));
+        assert!(!ports_overlap(&a, &port("b", "[::]:40001", 1)));
+        assert!(!ports_overlap(&a, &port("b", "[::1]:40000", 4)));
+    }
+
+    #[test]
+    fn lookup_prefers_exact_ip_over_wildcard_and_handles_bad_hand_built_ranges() {
+        let ports = vec![
+            port("any", "0.0.0.0:5000", 2),
+            port("lo", "127.0.0.1:5000", 2),
+            port("edge", "127.0.0.1:65535", 3),
+        ];
+        let id = |s: &str| lookup_port_id(&ports, s.parse().expect("test address"));
+        assert_eq!(id("127.0.0.1:5001"), Some(3));
+        assert_eq!(id("10.0.0.1:5001"), Some(1));
+        assert_eq!(id("127.0.0.1:65535"), Some(4));
+        assert_eq!(id("[::1]:5000"), None);
+        assert_eq!(port_of_id(&ports, 4).map(|p| p.name.as_str()), Some("edge"));
+        assert_eq!(port_of_id(&ports, 7), None);
+    }
+
+    #[test]
+    fn port_range_text() {
+        assert_eq!(parse_port_range("40000-49999"), Some(40000..=49999));
+        assert_eq!(parse_port_range(" 5 - 5 "), Some(5..=5));
+        assert_eq!(parse_port_range("0-10"), None);
+        assert_eq!(parse_port_range("10-9"), None);
+        assert_eq!(parse_port_range("10"), None);
+        assert_eq!(parse_port_range("1-65536"), None);
+    }
+}

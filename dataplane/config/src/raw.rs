@@ -1,0 +1,204 @@
+//! The file as written: serde structs that only check the shape of the document.
+//!
+//! Every key is known (`deny_unknown_fields`: a typo is an error, not a silently ignored
+//! setting). Addresses, enums and durations stay strings and numbers stay `i64` (TOML's integer
+//! type) so that the conversion in [`crate::config`] can report an out-of-range or unparsable
+//! value with its path and the rule it breaks, instead of serde's generic type error.
+//!
+//! Defaults live in [`crate::config::defaults`] and are rendered here in the file's own syntax,
+//! so that a key left out behaves exactly like the documented value written out.
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::config::defaults;
+use crate::duration::format_duration;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub media: RawMedia,
+    #[serde(default)]
+    pub sessions: Vec<RawSession>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: defaults::ADMIN_LISTEN.to_string(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: defaults::LOG_LEVEL.to_string(),
+            format: defaults::LOG_FORMAT.to_string(),
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMedia {
+    pub backend: String,
+    pub cores: Vec<i64>,
+    pub burst: i64,
+    pub max_flows: i64,
+    pub clock_rate: i64,
+    pub media_port_range: Option<String>,
+    pub idle: RawIdle,
+    pub uring: RawUring,
+    pub ports: Vec<RawPort>,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            backend: defaults::BACKEND.to_string(),
+            cores: defaults::CORES.to_vec(),
+            burst: defaults::BURST,
+            max_flows: defaults::MAX_FLOWS,
+            clock_rate: defaults::CLOCK_RATE,
+            media_port_range: None,
+            idle: RawIdle::default(),
+            uring: RawUring::default(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// `[media.idle]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdle {
+    pub spin_polls: i64,
+    pub max_wait: String,
+}
+
+impl Default for RawIdle {
+    fn default() -> Self {
+        RawIdle {
+            spin_polls: defaults::SPIN_POLLS,
+            max_wait: format_duration(defaults::MAX_WAIT),
+        }
+    }
+}
+
+/// `[media.uring]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUring {
+    pub ring_entries: i64,
+    pub buffers: i64,
+    pub buffer_size: i64,
+    pub gso: bool,
+    pub rcvbuf_bytes: i64,
+    pub sndbuf_bytes: i64,
+}
+
+impl Default for RawUring {
+    fn default() -> Self {
+        RawUring {
+            ring_entries: defaults::RING_ENTRIES,
+            buffers: defaults::BUFFERS,
+            buffer_size: defaults::BUFFER_SIZE,
+            gso: defaults::GSO,
+            rcvbuf_bytes: defaults::SOCKET_BUF_BYTES,
+            sndbuf_bytes: defaults::SOCKET_BUF_BYTES,
+        }
+    }
+}
+
+/// One `[[media.ports]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPort {
+    pub name: String,
+    pub bind: String,
+    #[serde(default = "default_port_count")]
+    pub count: i64,
+}
+
+fn default_port_count() -> i64 {
+    1
+}
+
+/// One `[[sessions]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub name: String,
+    pub ingress: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub clock_rate: Option<i64>,
+    pub subscribers: Vec<RawSubscriber>,
+}
+
+/// One entry of `subscribers`: `"ip:port"` or `{ addr = "ip:port", egress = "port-name" }`.
+#[derive(Debug)]
+pub enum RawSubscriber {
+    Plain(String),
+    Routed(RawRoutedSubscriber),
+}
+
+/// The table form of a subscriber.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutedSubscriber {
+    pub addr: String,
+    #[serde(default)]
+    pub egress: Option<String>,
+}
+
+// Hand-written rather than `#[serde(untagged)]`: untagged enums swallow the inner error and report
+// "data did not match any variant", which would hide a typo such as `{ adr = ".." }`.
+impl<'de> Deserialize<'de> for RawSubscriber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SubscriberVisitor;
+
+        impl<'de> Visitor<'de> for SubscriberVisitor {
+            type Value = RawSubscriber;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a socket address string or a table { addr, egress }")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawSubscriber::Plain(v.to_string()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawRoutedSubscriber::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawSubscriber::Routed)
+            }
+        }
+
+        deserializer.deserialize_any(SubscriberVisitor)
+    }
+}

@@ -1,0 +1,858 @@
+//! One test per rule: a document that breaks it, and the path, value and rule reported.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use popmesh_config::{BackendKind, Config, ConfigError, LogFormat};
+
+/// A port entry most documents below build on: PortIds 0..=3 on 127.0.0.1:40000..=40003.
+const PORT: &str = r#"
+[[media.ports]]
+name = "lab"
+bind = "127.0.0.1:40000"
+count = 4
+"#;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn ok(doc: &str) -> Config {
+    Config::from_toml(doc).unwrap_or_else(|e| panic!("expected Ok, got: {e}\n--- doc ---\n{doc}"))
+}
+
+fn invalid(doc: &str) -> (String, String, String) {
+    match Config::from_toml(doc) {
+        Err(ConfigError::Invalid { path, value, rule }) => (path, value, rule),
+        Err(other) => panic!("expected Invalid, got: {other}\n--- doc ---\n{doc}"),
+        Ok(config) => panic!("expected Invalid, got Ok({config:?})\n--- doc ---\n{doc}"),
+    }
+}
+
+/// Asserts the reported path and value exactly and the rule by its opening words.
+#[track_caller]
+fn assert_invalid(doc: &str, path: &str, value: &str, rule_start: &str) {
+    let (got_path, got_value, got_rule) = invalid(doc);
+    assert_eq!(
+        (got_path.as_str(), got_value.as_str()),
+        (path, value),
+        "rule: {got_rule}"
+    );
+    assert!(
+        got_rule.starts_with(rule_start),
+        "rule {got_rule:?} should start with {rule_start:?}"
+    );
+}
+
+fn syntax(doc: &str) -> String {
+    match Config::from_toml(doc) {
+        Err(ConfigError::Syntax(message)) => message,
+        Err(other) => panic!("expected Syntax, got: {other}"),
+        Ok(config) => panic!("expected Syntax, got Ok({config:?})"),
+    }
+}
+
+/// `[media]` with one extra setting, plus the standard port.
+fn media(setting: &str) -> String {
+    format!("[media]\n{setting}\n{PORT}")
+}
+
+/// One session on the standard port with the given extra lines (which must set subscribers).
+fn session(lines: &str) -> String {
+    format!("{PORT}\n[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40000\"\n{lines}\n")
+}
+
+// --- Shape of the document -----------------------------------------------------------------
+
+#[test]
+fn unknown_keys_are_rejected_with_line_and_column() {
+    let message = syntax(&format!("{PORT}\n[media]\nburts = 32\n"));
+    assert!(message.contains("line 8, column 1"), "{message}");
+    assert!(message.contains("burts = 32"), "{message}");
+    assert!(message.contains("unknown field `burts`"), "{message}");
+
+    let message = syntax(&format!("colour = 1\n{PORT}"));
+    assert!(message.contains("unknown field `colour`"), "{message}");
+    let message = syntax(&format!("{PORT}\n[media.uring]\nsqpoll = true\n"));
+    assert!(message.contains("unknown field `sqpoll`"), "{message}");
+    let message = syntax(&session(r#"subscribers = [{ adr = "127.0.0.1:41000" }]"#));
+    assert!(message.contains("unknown field `adr`"), "{message}");
+}
+
+#[test]
+fn wrong_types_and_missing_required_keys_are_syntax_errors() {
+    let message = syntax(&media("burst = \"32\""));
+    assert!(message.contains("line 2, column 9"), "{message}");
+    assert!(message.contains("expected i64"), "{message}");
+    let message = syntax(&media("max_wait = 200"));
+    assert!(message.contains("unknown field `max_wait`"), "{message}");
+    let message = syntax(&format!("{PORT}\n[media.idle]\nmax_wait = 200\n"));
+    assert!(message.contains("expected a string"), "{message}");
+    let message = syntax(&format!("{PORT}\n[[sessions]]\nname = \"s\"\n"));
+    assert!(message.contains("missing field `ingress`"), "{message}");
+    let message = syntax("[[media.ports]]\nbind = \"127.0.0.1:40000\"\n");
+    assert!(message.contains("missing field `name`"), "{message}");
+    let message = syntax(&session("subscribers = [41000]"));
+    assert!(
+        message.contains("a socket address string or a table"),
+        "{message}"
+    );
+    let message = syntax("[media\n");
+    assert!(message.contains("line 1"), "{message}");
+}
+
+#[test]
+fn an_empty_file_lacks_ports() {
+    let expected =
+        "media.ports: [] must list at least one port ([[media.ports]] with name and bind)";
+    for doc in ["", "[admin]\n", "[media]\nports = []\n"] {
+        let error = Config::from_toml(doc).expect_err("no ports");
+        assert_eq!(error.to_string(), expected);
+    }
+}
+
+// --- admin and log --------------------------------------------------------------------------
+
+#[test]
+fn admin_listen_is_a_socket_address_and_may_use_port_zero() {
+    assert_invalid(
+        &format!("[admin]\nlisten = \"localhost:9100\"\n{PORT}"),
+        "admin.listen",
+        "\"localhost:9100\"",
+        "is not a valid socket address (ip:port)",
+    );
+    let config = ok(&format!("[admin]\nlisten = \"[::1]:0\"\n{PORT}"));
+    assert_eq!(config.admin.listen, addr("[::1]:0"));
+}
+
+#[test]
+fn log_level_is_not_blank_and_format_is_text_or_json() {
+    assert_invalid(
+        &format!("[log]\nlevel = \"  \"\n{PORT}"),
+        "log.level",
+        "\"  \"",
+        "must be a non-empty tracing filter directive",
+    );
+    let error = Config::from_toml(&format!("[log]\nformat = \"xml\"\n{PORT}")).expect_err("xml");
+    assert_eq!(
+        error.to_string(),
+        "log.format: \"xml\" must be \"text\" or \"json\""
+    );
+    let config = ok(&format!(
+        "[log]\nlevel = \"popmesh=debug,warn\"\nformat = \"json\"\n{PORT}"
+    ));
+    assert_eq!(config.log.level, "popmesh=debug,warn");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+// --- media ----------------------------------------------------------------------------------
+
+#[test]
+fn backend_is_uring_or_mem() {
+    assert_eq!(
+        ok(&media("backend = \"mem\"")).media.backend,
+        BackendKind::Mem
+    );
+    assert_invalid(
+        &media("backend = \"dpdk\""),
+        "media.backend",
+        "\"dpdk\"",
+        "must be \"uring\" or \"mem\"",
+    );
+}
+
+#[test]
+fn cores_are_unique_cpu_ids_with_1_to_128_entries() {
+    assert_eq!(ok(&media("cores = [0, 3, 2]")).media.cores, vec![0, 3, 2]);
+    assert_invalid(
+        &media("cores = []"),
+        "media.cores",
+        "[]",
+        "must list 1..=128 CPU ids",
+    );
+    let many: Vec<String> = (0..129).map(|i| i.to_string()).collect();
+    assert_invalid(
+        &media(&format!("cores = [{}]", many.join(", "))),
+        "media.cores",
+        "129 entries",
+        "must list 1..=128 CPU ids",
+    );
+    assert_invalid(
+        &media("cores = [1, -1]"),
+        "media.cores[1]",
+        "-1",
+        "is not a CPU id (0..=1023)",
+    );
+    assert_invalid(
+        &media("cores = [1024]"),
+        "media.cores[0]",
+        "1024",
+        "is not a CPU id",
+    );
+    let error = Config::from_toml(&media("cores = [1, 2, 1]")).expect_err("duplicate core");
+    assert_eq!(
+        error.to_string(),
+        "media.cores[2]: 1 is listed twice (also media.cores[0]); one worker per CPU"
+    );
+}
+
+#[test]
+fn numeric_media_ranges() {
+    let cases: [(&str, &str, &str, &str); 8] = [
+        ("burst = 0", "media.burst", "0", "must be in 1..=256"),
+        ("burst = 257", "media.burst", "257", "must be in 1..=256"),
+        (
+            "max_flows = 0",
+            "media.max_flows",
+            "0",
+            "must be in 1..=16777216",
+        ),
+        (
+            "max_flows = 16777217",
+            "media.max_flows",
+            "16777217",
+            "must be in 1..=16777216",
+        ),
+        (
+            "clock_rate = 0",
+            "media.clock_rate",
+            "0",
+            "must be in 1..=1000000",
+        ),
+        (
+            "clock_rate = 1000001",
+            "media.clock_rate",
+            "1000001",
+            "must be in 1..=1000000",
+        ),
+        (
+            "burst = -9223372036854775808",
+            "media.burst",
+            "-9223372036854775808",
+            "must be in",
+        ),
+        (
+            "max_flows = 9223372036854775807",
+            "media.max_flows",
+            "9223372036854775807",
+            "must be in",
+        ),
+    ];
+    for (setting, path, value, rule) in cases {
+        assert_invalid(&media(setting), path, value, rule);
+    }
+    let config = ok(&media(
+        "burst = 256\nmax_flows = 16777216\nclock_rate = 48000",
+    ));
+    assert_eq!(
+        (
+            config.media.burst,
+            config.media.max_flows,
+            config.media.clock_rate
+        ),
+        (256, 16_777_216, 48_000)
+    );
+}
+
+#[test]
+fn media_port_range_is_first_dash_last() {
+    assert_eq!(ok(PORT).media.media_port_range, None);
+    assert_eq!(
+        ok(&media("media_port_range = \"40000-49999\""))
+            .media
+            .media_port_range,
+        Some(40000..=49999)
+    );
+    for bad in ["49999-40000", "0-10", "40000", "40000-70000", "a-b", ""] {
+        assert_invalid(
+            &media(&format!("media_port_range = {bad:?}")),
+            "media.media_port_range",
+            &format!("{bad:?}"),
+            "is not a UDP port range \"first-last\" with 1 <= first <= last <= 65535",
+        );
+    }
+}
+
+#[test]
+fn idle_spin_polls_and_max_wait() {
+    let idle = |settings: &str| format!("{PORT}\n[media.idle]\n{settings}\n");
+    assert_invalid(
+        &idle("spin_polls = -1"),
+        "media.idle.spin_polls",
+        "-1",
+        "must be in 0..=1000000",
+    );
+    assert_invalid(
+        &idle("spin_polls = 1000001"),
+        "media.idle.spin_polls",
+        "1000001",
+        "must be in 0..=1000000",
+    );
+    let error = Config::from_toml(&idle("max_wait = \"200\"")).expect_err("no unit");
+    assert_eq!(
+        error.to_string(),
+        "media.idle.max_wait: \"200\" has no unit; expected a number with a unit (ns, us, ms, s), e.g. \"200us\""
+    );
+    for bad in ["0us", "0s", "1001ms", "2s"] {
+        assert_invalid(
+            &idle(&format!("max_wait = {bad:?}")),
+            "media.idle.max_wait",
+            &format!("{bad:?}"),
+            "must be more than 0 and at most 1s",
+        );
+    }
+    assert_invalid(
+        &idle("max_wait = \"5 min\""),
+        "media.idle.max_wait",
+        "\"5 min\"",
+        "has unknown unit",
+    );
+    let config = ok(&idle("spin_polls = 0\nmax_wait = \"1s\""));
+    assert_eq!(config.media.idle.spin_polls, 0);
+    assert_eq!(config.media.idle.max_wait, Duration::from_secs(1));
+    assert_eq!(
+        ok(&idle("max_wait = \"0.5ms\"")).media.idle.max_wait,
+        Duration::from_micros(500)
+    );
+    assert_eq!(
+        ok(&idle("max_wait = \"1ns\"")).media.idle.max_wait,
+        Duration::from_nanos(1)
+    );
+}
+
+#[test]
+fn uring_sizes() {
+    let uring = |setting: &str| format!("{PORT}\n[media.uring]\n{setting}\n");
+    let cases: [(&str, &str, &str, &str); 11] = [
+        (
+            "ring_entries = 4",
+            "media.uring.ring_entries",
+            "4",
+            "must be in 8..=32768",
+        ),
+        (
+            "ring_entries = 65536",
+            "media.uring.ring_entries",
+            "65536",
+            "must be in 8..=32768",
+        ),
+        (
+            "ring_entries = 1000",
+            "media.uring.ring_entries",
+            "1000",
+            "must be a power of two in 8..=32768",
+        ),
+        (
+            "buffers = 8",
+            "media.uring.buffers",
+            "8",
+            "must be in 16..=32768",
+        ),
+        (
+            "buffers = 65536",
+            "media.uring.buffers",
+            "65536",
+            "must be in 16..=32768",
+        ),
+        (
+            "buffers = 100",
+            "media.uring.buffers",
+            "100",
+            "must be a power of two in 16..=32768",
+        ),
+        (
+            "buffer_size = 511",
+            "media.uring.buffer_size",
+            "511",
+            "must be in 512..=65536",
+        ),
+        (
+            "buffer_size = 65537",
+            "media.uring.buffer_size",
+            "65537",
+            "must be in 512..=65536",
+        ),
+        (
+            "rcvbuf_bytes = 0",
+            "media.uring.rcvbuf_bytes",
+            "0",
+            "must be in 4096..=1073741824",
+        ),
+        (
+            "sndbuf_bytes = 1073741825",
+            "media.uring.sndbuf_bytes",
+            "1073741825",
+            "must be in 4096..=1073741824",
+        ),
+        (
+            "sndbuf_bytes = -4096",
+            "media.uring.sndbuf_bytes",
+            "-4096",
+            "must be in 4096..=1073741824",
+        ),
+    ];
+    for (setting, path, value, rule) in cases {
+        assert_invalid(&uring(setting), path, value, rule);
+    }
+    let config = ok(&uring(
+        "ring_entries = 32768\nbuffers = 32768\nbuffer_size = 9000\ngso = false\nrcvbuf_bytes = 4096\nsndbuf_bytes = 1073741824",
+    ));
+    let u = &config.media.uring;
+    assert_eq!(
+        (
+            u.ring_entries,
+            u.buffers,
+            u.buffer_size,
+            u.gso,
+            u.rcvbuf_bytes,
+            u.sndbuf_bytes
+        ),
+        (32768, 32768, 9000, false, 4096, 1 << 30)
+    );
+}
+
+// --- media.ports ----------------------------------------------------------------------------
+
+fn ports(entries: &[(&str, &str, u32)]) -> String {
+    entries
+        .iter()
+        .map(|(name, bind, count)| {
+            format!("[[media.ports]]\nname = {name:?}\nbind = {bind:?}\ncount = {count}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn port_names_are_short_lowercase_and_unique() {
+    for bad in ["", "Lab", "a b", "lab.1", "é", &"x".repeat(33)] {
+        assert_invalid(
+            &ports(&[(bad, "127.0.0.1:40000", 1)]),
+            "media.ports[0].name",
+            &format!("{bad:?}"),
+            "is not a valid port name ([a-z0-9_-]{1,32})",
+        );
+    }
+    ok(&ports(&[
+        (&"x".repeat(32), "127.0.0.1:40000", 1),
+        ("a_0-9", "127.0.0.1:40001", 1),
+    ]));
+    assert_invalid(
+        &ports(&[
+            ("a", "127.0.0.1:40000", 1),
+            ("b", "127.0.0.1:40001", 1),
+            ("a", "127.0.0.1:40002", 1),
+        ]),
+        "media.ports[2].name",
+        "\"a\"",
+        "is already the name of media.ports[0]",
+    );
+}
+
+#[test]
+fn port_bind_is_an_address_with_a_port() {
+    assert_invalid(
+        &ports(&[("a", "127.0.0.1", 1)]),
+        "media.ports[0].bind",
+        "\"127.0.0.1\"",
+        "is not a valid socket address (ip:port)",
+    );
+    assert_invalid(
+        &ports(&[("a", "127.0.0.1:0", 1)]),
+        "media.ports[0].bind",
+        "\"127.0.0.1:0\"",
+        "has port 0",
+    );
+}
+
+#[test]
+fn port_count_is_1_to_4096_and_stays_below_65536() {
+    assert_invalid(
+        &ports(&[("a", "127.0.0.1:40000", 0)]),
+        "media.ports[0].count",
+        "0",
+        "must be in 1..=4096",
+    );
+    assert_invalid(
+        &ports(&[("a", "127.0.0.1:40000", 4097)]),
+        "media.ports[0].count",
+        "4097",
+        "must be in 1..=4096",
+    );
+    let error = Config::from_toml(&ports(&[("a", "127.0.0.1:65534", 3)])).expect_err("past 65535");
+    assert_eq!(
+        error.to_string(),
+        "media.ports[0].count: 3 runs past UDP port 65535 from 127.0.0.1:65534 (at most 2 here)"
+    );
+    let config = ok(&ports(&[("a", "127.0.0.1:65534", 2)]));
+    assert_eq!(
+        config.port_addrs(),
+        vec![addr("127.0.0.1:65534"), addr("127.0.0.1:65535")]
+    );
+}
+
+#[test]
+fn the_number_of_port_ids_fits_u16() {
+    // 16 ranges of 4096 ports on distinct IPs would need 65536 PortIds.
+    let binds: Vec<String> = (0..16).map(|i| format!("10.0.0.{i}:1000")).collect();
+    let names: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+    let mut entries: Vec<(&str, &str, u32)> = names
+        .iter()
+        .zip(&binds)
+        .map(|(n, b)| (n.as_str(), b.as_str(), 4096))
+        .collect();
+    assert_invalid(
+        &ports(&entries),
+        "media.ports[15].count",
+        "4096",
+        "brings the number of PortIds to 65536, more than the 65535",
+    );
+    if let Some(last) = entries.last_mut() {
+        last.2 = 4095;
+    }
+    let config = ok(&ports(&entries));
+    assert_eq!(config.port_addrs().len(), 65535);
+    assert_eq!(config.port_id(addr("10.0.0.15:5094")), Some(65534));
+    assert_eq!(config.port_id(addr("10.0.0.15:5095")), None);
+}
+
+#[test]
+fn port_ranges_do_not_overlap() {
+    let error = Config::from_toml(&ports(&[
+        ("a", "127.0.0.1:40000", 4),
+        ("b", "127.0.0.1:40003", 2),
+    ]))
+    .expect_err("overlap");
+    assert_eq!(
+        error.to_string(),
+        "media.ports[1].bind: \"127.0.0.1:40003\" overlaps media.ports[0] \"a\" (127.0.0.1:40000-40003); every address may be opened once"
+    );
+    // A wildcard bind claims the port on every address of its family.
+    assert_invalid(
+        &ports(&[("a", "127.0.0.1:40000", 1), ("b", "0.0.0.0:39999", 2)]),
+        "media.ports[1].bind",
+        "\"0.0.0.0:39999\"",
+        "overlaps media.ports[0] \"a\" (127.0.0.1:40000)",
+    );
+    assert_invalid(
+        &ports(&[("a", "[::]:40000", 1), ("b", "[::1]:40000", 1)]),
+        "media.ports[1].bind",
+        "\"[::1]:40000\"",
+        "overlaps media.ports[0] \"a\" ([::]:40000)",
+    );
+    // Adjacent ranges, other IPs and the other family are fine.
+    let config = ok(&ports(&[
+        ("a", "127.0.0.1:40000", 4),
+        ("b", "127.0.0.1:40004", 1),
+        ("c", "127.0.0.2:40000", 4),
+        ("d", "[::]:40000", 4),
+    ]));
+    assert_eq!(config.port_addrs().len(), 13);
+}
+
+#[test]
+fn port_lookups() {
+    let config = ok(&ports(&[
+        ("a", "127.0.0.1:40000", 2),
+        ("any", "0.0.0.0:50000", 3),
+        ("v6", "[::1]:40000", 1),
+    ]));
+    assert_eq!(
+        config.port_addrs(),
+        vec![
+            addr("127.0.0.1:40000"),
+            addr("127.0.0.1:40001"),
+            addr("0.0.0.0:50000"),
+            addr("0.0.0.0:50001"),
+            addr("0.0.0.0:50002"),
+            addr("[::1]:40000"),
+        ]
+    );
+    assert_eq!(config.port_id(addr("127.0.0.1:40001")), Some(1));
+    assert_eq!(config.port_id(addr("127.0.0.2:40001")), None);
+    assert_eq!(config.port_id(addr("192.0.2.7:50002")), Some(4));
+    assert_eq!(config.port_id(addr("[::1]:50002")), None);
+    assert_eq!(config.port_id(addr("[::1]:40000")), Some(5));
+    let (first, port) = config.port_by_name("any").expect("port any");
+    assert_eq!((first, port.count), (2, 3));
+    assert!(config.port_by_name("missing").is_none());
+}
+
+// --- sessions -------------------------------------------------------------------------------
+
+const SUBS: &str = r#"subscribers = ["127.0.0.1:41000"]"#;
+
+#[test]
+fn session_names_are_1_to_64_chars_and_unique() {
+    let named = |name: &str| {
+        format!("{PORT}\n[[sessions]]\nname = {name:?}\ningress = \"127.0.0.1:40000\"\n{SUBS}\n")
+    };
+    for bad in ["".to_string(), " ".to_string(), "x".repeat(65)] {
+        assert_invalid(
+            &named(&bad),
+            "sessions[0].name",
+            &format!("{bad:?}"),
+            "must be 1..=64 characters",
+        );
+    }
+    assert_eq!(
+        ok(&named(&"é".repeat(64))).sessions[0].name.chars().count(),
+        64
+    );
+    let doc = format!(
+        "{}\n[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40001\"\n{SUBS}\n",
+        session(SUBS)
+    );
+    assert_invalid(
+        &doc,
+        "sessions[1].name",
+        "\"s\"",
+        "is already the name of sessions[0]",
+    );
+}
+
+#[test]
+fn session_ingress_must_be_opened_by_a_port_and_unique() {
+    let at = |ingress: &str| {
+        format!("{PORT}\n[[sessions]]\nname = \"s\"\ningress = {ingress:?}\n{SUBS}\n")
+    };
+    assert_invalid(
+        &at("127.0.0.1"),
+        "sessions[0].ingress",
+        "\"127.0.0.1\"",
+        "is not a valid socket address",
+    );
+    for outside in [
+        "127.0.0.1:40004",
+        "127.0.0.1:39999",
+        "127.0.0.2:40000",
+        "0.0.0.0:40000",
+        "[::1]:40000",
+    ] {
+        assert_invalid(
+            &at(outside),
+            "sessions[0].ingress",
+            &format!("{outside:?}"),
+            "is not opened by any of media.ports",
+        );
+    }
+    let config = ok(&at("127.0.0.1:40003"));
+    assert_eq!(config.sessions[0].ingress_port, 3);
+
+    let doc = format!(
+        "{}\n[[sessions]]\nname = \"t\"\ningress = \"127.0.0.1:40000\"\n{SUBS}\n",
+        session(SUBS)
+    );
+    assert_invalid(
+        &doc,
+        "sessions[1].ingress",
+        "\"127.0.0.1:40000\"",
+        "is already the ingress of sessions[0] \"s\"",
+    );
+}
+
+#[test]
+fn session_ingress_may_use_a_wildcard_port_of_the_same_family() {
+    let doc = |ingress: &str, subscriber: &str| {
+        format!(
+            "{}\n[[sessions]]\nname = \"s\"\ningress = {ingress:?}\nsubscribers = [{subscriber:?}]\n",
+            ports(&[("lo", "127.0.0.1:30000", 1), ("any4", "0.0.0.0:40000", 2), ("any6", "[::]:40000", 2)])
+        )
+    };
+    let config = ok(&doc("192.0.2.1:40001", "192.0.2.9:5000"));
+    assert_eq!(config.sessions[0].ingress_port, 2);
+    let config = ok(&doc("[2001:db8::1]:40000", "[2001:db8::9]:5000"));
+    assert_eq!(config.sessions[0].ingress_port, 3);
+    assert_invalid(
+        &doc("192.0.2.1:30000", "192.0.2.9:5000"),
+        "sessions[0].ingress",
+        "\"192.0.2.1:30000\"",
+        "is not opened by any of media.ports",
+    );
+}
+
+#[test]
+fn session_source_is_concrete_and_of_the_ingress_family() {
+    let config = ok(&session(&format!("source = \"127.0.0.1:50000\"\n{SUBS}")));
+    assert_eq!(config.sessions[0].source, Some(addr("127.0.0.1:50000")));
+    assert_eq!(ok(&session(SUBS)).sessions[0].source, None);
+    assert_invalid(
+        &session(&format!("source = \"127.0.0.1:99999\"\n{SUBS}")),
+        "sessions[0].source",
+        "\"127.0.0.1:99999\"",
+        "is not a valid socket address",
+    );
+    for bad in ["0.0.0.0:5000", "127.0.0.1:0"] {
+        assert_invalid(
+            &session(&format!("source = {bad:?}\n{SUBS}")),
+            "sessions[0].source",
+            &format!("{bad:?}"),
+            "is not a concrete sender address",
+        );
+    }
+    let error = Config::from_toml(&session(&format!("source = \"[::1]:50000\"\n{SUBS}")))
+        .expect_err("family");
+    assert_eq!(
+        error.to_string(),
+        "sessions[0].source: \"[::1]:50000\" is IPv6 but arrives on port \"lab\", which is bound to IPv4 address 127.0.0.1:40000"
+    );
+}
+
+#[test]
+fn session_clock_rate_overrides_the_media_default() {
+    let doc = format!(
+        "[media]\nclock_rate = 8000\n{}",
+        session(&format!("clock_rate = 48000\n{SUBS}"))
+    );
+    assert_eq!(ok(&doc).sessions[0].clock_rate, 48_000);
+    let doc = format!("[media]\nclock_rate = 8000\n{}", session(SUBS));
+    assert_eq!(ok(&doc).sessions[0].clock_rate, 8_000);
+    assert_invalid(
+        &session(&format!("clock_rate = 0\n{SUBS}")),
+        "sessions[0].clock_rate",
+        "0",
+        "must be in 1..=1000000",
+    );
+}
+
+#[test]
+fn subscribers_number_1_to_4096() {
+    assert_invalid(
+        &session("subscribers = []"),
+        "sessions[0].subscribers",
+        "[]",
+        "must list 1..=4096 subscribers",
+    );
+    let many: Vec<String> = (0..4097)
+        .map(|i| format!("\"10.0.{}.{}:5000\"", i / 256, i % 256))
+        .collect();
+    assert_invalid(
+        &session(&format!("subscribers = [{}]", many.join(","))),
+        "sessions[0].subscribers",
+        "4097 entries",
+        "must list 1..=4096 subscribers",
+    );
+    let config = ok(&session(&format!(
+        "subscribers = [{}]",
+        many[..4096].join(",")
+    )));
+    assert_eq!(config.sessions[0].subscribers.len(), 4096);
+}
+
+#[test]
+fn subscriber_addresses_are_valid_socket_addresses() {
+    let doc = session(r#"subscribers = ["127.0.0.1:41000", "127.0.0.1:41001", "127.0.0.1:99999"]"#);
+    let error = Config::from_toml(&doc).expect_err("bad port");
+    assert_eq!(
+        error.to_string(),
+        "sessions[0].subscribers[2]: \"127.0.0.1:99999\" is not a valid socket address (ip:port)"
+    );
+    assert_invalid(
+        &session(r#"subscribers = [{ addr = "nowhere", egress = "lab" }]"#),
+        "sessions[0].subscribers[0].addr",
+        "\"nowhere\"",
+        "is not a valid socket address (ip:port)",
+    );
+    for bad in ["0.0.0.0:41000", "127.0.0.1:0", "[::]:41000"] {
+        assert_invalid(
+            &session(&format!("subscribers = [{bad:?}]")),
+            "sessions[0].subscribers[0]",
+            &format!("{bad:?}"),
+            "is not a concrete destination",
+        );
+    }
+}
+
+#[test]
+fn subscriber_egress_names_an_existing_port() {
+    let doc = format!(
+        "{PORT}{}\n[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40002\"\nsubscribers = [\"127.0.0.1:41000\", {{ addr = \"127.0.0.1:41001\", egress = \"out\" }}, {{ addr = \"127.0.0.1:41002\" }}]\n",
+        ports(&[("out", "127.0.0.1:50000", 8)])
+    );
+    let config = ok(&doc);
+    let egress: Vec<u16> = config.sessions[0]
+        .subscribers
+        .iter()
+        .map(|s| s.egress_port)
+        .collect();
+    // Default is the ingress PortId (2 = 127.0.0.1:40002); a named port means its first PortId.
+    assert_eq!(egress, vec![2, 4, 2]);
+
+    let error = Config::from_toml(&session(
+        r#"subscribers = [{ addr = "127.0.0.1:41000", egress = "wan" }]"#,
+    ))
+    .expect_err("unknown egress");
+    assert_eq!(
+        error.to_string(),
+        "sessions[0].subscribers[0].egress: \"wan\" is not the name of any of media.ports"
+    );
+}
+
+#[test]
+fn subscribers_have_the_family_of_their_egress_port() {
+    let doc = |subscribers: &str| {
+        format!(
+            "{PORT}{}\n[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40000\"\nsubscribers = {subscribers}\n",
+            ports(&[("v6", "[::1]:40000", 1)])
+        )
+    };
+    let config = ok(&doc(
+        r#"["127.0.0.1:41000", { addr = "[::1]:41000", egress = "v6" }]"#,
+    ));
+    assert_eq!(config.sessions[0].subscribers[1].egress_port, 4);
+    assert_invalid(
+        &doc(r#"["[::1]:41000"]"#),
+        "sessions[0].subscribers[0]",
+        "\"[::1]:41000\"",
+        "is IPv6 but leaves from port \"lab\", which is bound to IPv4 address 127.0.0.1:40000",
+    );
+    assert_invalid(
+        &doc(r#"[{ addr = "127.0.0.1:41000", egress = "v6" }]"#),
+        "sessions[0].subscribers[0].addr",
+        "\"127.0.0.1:41000\"",
+        "is IPv4 but leaves from port \"v6\", which is bound to IPv6 address [::1]:40000",
+    );
+}
+
+#[test]
+fn a_subscriber_is_never_the_own_ingress_nor_listed_twice() {
+    let error = Config::from_toml(&session(
+        r#"subscribers = ["127.0.0.1:41000", "127.0.0.1:40000"]"#,
+    ))
+    .expect_err("loop");
+    assert_eq!(
+        error.to_string(),
+        "sessions[0].subscribers[1]: \"127.0.0.1:40000\" is the session's own ingress; relaying to it would loop"
+    );
+    assert_invalid(
+        &session(
+            r#"subscribers = ["127.0.0.1:41000", { addr = "127.0.0.1:41000", egress = "lab" }]"#,
+        ),
+        "sessions[0].subscribers[1].addr",
+        "\"127.0.0.1:41000\"",
+        "is already sessions[0].subscribers[0]",
+    );
+}
+
+#[test]
+fn sessions_may_be_empty_and_errors_come_in_file_order() {
+    assert!(ok(PORT).sessions.is_empty());
+    // Both the media section and the session are wrong; the earlier one is reported.
+    let doc = format!("[media]\nburst = 0\n{}", session(r#"subscribers = []"#));
+    assert_eq!(invalid(&doc).0, "media.burst");
+}
+
+#[test]
+fn from_file_reports_the_path_of_a_missing_file() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-config.toml");
+    match Config::from_file(&path) {
+        Err(error @ ConfigError::Io { .. }) => {
+            assert_eq!(
+                error.to_string(),
+                format!("cannot read config file {}", path.display())
+            );
+            let source = std::error::Error::source(&error).expect("io error as source");
+            assert!(source.to_string().contains("No such file"), "{source}");
+        }
+        other => panic!("expected Io error, got {other:?}"),
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the built binaries on loopback.
+
+mod pipeline;
+mod sink;
+mod usage;
+mod util;
