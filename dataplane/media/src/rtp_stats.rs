@@ -155,6 +155,12 @@ impl SsrcCell {
         })
     }
 
+    /// One load from the cell's cache line (see `Flow::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.ids.load(Relaxed)
+    }
+
     /// The SSRC held by this cell, if any (one load on the hot path).
     pub fn ssrc(&self) -> Option<u32> {
         if self.flags.load(Relaxed) & 1 == 0 {
