@@ -115,6 +115,7 @@ impl Workers {
                     let idle = IdlePolicy {
                         spin_polls: media.idle.spin_polls,
                         max_wait: media.idle.max_wait,
+                        coalesce: media.idle.coalesce,
                     };
                     let burst = usize::from(media.burst);
                     let clock = move || clock.now_ns();

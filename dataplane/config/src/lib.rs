@@ -41,6 +41,8 @@
 //! spin_polls = 256                 # empty polls before a worker backs off, 0..=1_000_000
 //! max_wait = "200us"               # longest an idle worker waits for traffic; a number with a
 //!                                  # unit (ns, us, ms, s; "0.5ms" works); 0 < d <= 1s
+//! coalesce = "0us"                 # after a wake-up, wait up to this long for a fuller burst
+//!                                  # (fewer wake-ups, bigger GSO batches); 0..=1ms, adds latency
 //!
 //! [media.uring]
 //! ring_entries = 1024              # power of two, 8..=32768

@@ -97,6 +97,7 @@ impl Default for RawMedia {
 pub struct RawIdle {
     pub spin_polls: i64,
     pub max_wait: String,
+    pub coalesce: String,
 }
 
 impl Default for RawIdle {
@@ -104,6 +105,7 @@ impl Default for RawIdle {
         RawIdle {
             spin_polls: defaults::SPIN_POLLS,
             max_wait: format_duration(defaults::MAX_WAIT),
+            coalesce: "0us".to_string(),
         }
     }
 }

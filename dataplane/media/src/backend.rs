@@ -124,6 +124,19 @@ impl<B> Burst<B> {
     }
 }
 
+/// How an idle worker waits for traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleWait {
+    /// Longest wait.
+    pub timeout: Duration,
+    /// Packets that make a full burst: the wait ends as soon as this many are waiting.
+    pub burst: usize,
+    /// Interrupt moderation: once the first packet is in, wait up to this long for a full burst
+    /// before waking (zero wakes on the first packet). Trades at most this much latency for
+    /// fewer wake-ups and bigger batches under light load.
+    pub coalesce: Duration,
+}
+
 /// What a [`Backend::tx_burst`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxOutcome {
@@ -158,7 +171,8 @@ pub trait Backend {
         let _ = drops;
     }
 
-    /// Called after enough empty polls: block for at most `timeout` or until traffic arrives,
-    /// whichever is first. Backends that cannot wait for traffic simply sleep.
-    fn idle_wait(&mut self, timeout: Duration);
+    /// Called after enough empty polls: block until traffic arrives or `wait.timeout` passes.
+    /// Backends that cannot wait for traffic simply sleep; backends that can should honour
+    /// `wait.coalesce` (see [`IdleWait`]).
+    fn idle_wait(&mut self, wait: IdleWait);
 }

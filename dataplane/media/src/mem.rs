@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::backend::{Backend, Burst, Framing, Pkt, PortId, TxOutcome};
+use crate::backend::{Backend, Burst, Framing, IdleWait, Pkt, PortId, TxOutcome};
 
 /// A packet the worker transmitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,9 +139,9 @@ impl Backend for MemBackend {
         out
     }
 
-    fn idle_wait(&mut self, timeout: Duration) {
+    fn idle_wait(&mut self, wait: IdleWait) {
         if self.rings.rx.is_empty() {
-            std::thread::sleep(timeout.min(Duration::from_micros(100)));
+            std::thread::sleep(wait.timeout.min(Duration::from_micros(100)));
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::backend::{Backend, Burst};
+use crate::backend::{Backend, Burst, IdleWait};
 use crate::drop::DropReason;
 use crate::flow::{add, FlowReader};
 use crate::pipeline::Pipeline;
@@ -20,6 +20,8 @@ pub struct IdlePolicy {
     pub spin_polls: u32,
     /// Longest single wait for traffic.
     pub max_wait: Duration,
+    /// After a wake-up, wait up to this long for a fuller burst (0: no moderation).
+    pub coalesce: Duration,
 }
 
 /// Why a worker loop returned.
@@ -64,7 +66,11 @@ pub fn run<B: Backend>(
             empty = empty.saturating_add(1);
             if empty > idle.spin_polls {
                 add(&stats.idle_waits, 1);
-                backend.idle_wait(idle.max_wait);
+                backend.idle_wait(IdleWait {
+                    timeout: idle.max_wait,
+                    burst: rx_burst,
+                    coalesce: idle.coalesce,
+                });
             }
             continue;
         }

@@ -102,7 +102,11 @@ fn main() {
         while got < packets && Instant::now() < deadline {
             let n = backend.rx_burst(&mut burst, 32);
             if n == 0 {
-                backend.idle_wait(Duration::from_millis(1));
+                backend.idle_wait(popmesh_media::IdleWait {
+                    timeout: Duration::from_millis(1),
+                    burst: 32,
+                    coalesce: Duration::ZERO,
+                });
                 continue;
             }
             for dst in &dsts {

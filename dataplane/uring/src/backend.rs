@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use popmesh_media::backend::{Backend, Burst, Framing, Pkt, PortId, Tx, TxOutcome};
+use popmesh_media::backend::{Backend, Burst, Framing, IdleWait, Pkt, PortId, Tx, TxOutcome};
 use popmesh_media::DropReason;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -323,7 +323,7 @@ impl UringBackend {
                 }
                 Err(PushError::NoSlot | PushError::QueueFull) if *stalls < MAX_TX_STALLS => {
                     *stalls += 1;
-                    if self.ring.wait(TX_STALL_WAIT).is_err() {
+                    if self.ring.wait(TX_STALL_WAIT, 1, Duration::ZERO).is_err() {
                         self.stats.submit_errors += 1;
                     }
                     self.reap();
@@ -392,6 +392,15 @@ impl Backend for UringBackend {
             burst.clear();
             return out;
         }
+        // Group sends by destination so GSO can carry a whole burst's packets for one
+        // subscriber in one sendmsg (a fan-out burst arrives packet-major). Ties break on the
+        // packet index, so each destination still gets its packets in arrival order.
+        if self.gso && burst.tx.len() > 1 {
+            let key = |t: &Tx| (t.port, t.dst, t.pkt);
+            if !burst.tx.is_sorted_by_key(key) {
+                burst.tx.sort_unstable_by_key(key);
+            }
+        }
         self.scratch.clear();
         self.scratch
             .extend(burst.pkts.drain(..).map(|p| p.buf.into_shared()));
@@ -445,12 +454,16 @@ impl Backend for UringBackend {
 
     /// Sleeps in `io_uring_enter` until a completion (typically the next datagram) or
     /// `timeout`. Returns at once if datagrams are already waiting.
-    fn idle_wait(&mut self, timeout: Duration) {
+    fn idle_wait(&mut self, wait: IdleWait) {
         if !self.pending.is_empty() {
             return;
         }
         self.stats.rearms += self.ring.rearm();
-        if self.ring.wait(timeout).is_err() {
+        if self
+            .ring
+            .wait(wait.timeout, wait.burst, wait.coalesce)
+            .is_err()
+        {
             self.stats.submit_errors += 1;
         }
         self.reap();

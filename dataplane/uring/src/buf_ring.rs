@@ -471,6 +471,8 @@ pub(crate) struct Ring {
     /// The kernel flags pending completions (`IORING_SETUP_TASKRUN_FLAG`), so a poll with
     /// nothing to submit and nothing flagged can skip the syscall.
     taskrun_flag: bool,
+    /// The kernel supports `min_wait_usec` in waits (IORING_FEAT_MIN_TIMEOUT, 6.12+).
+    min_timeout: bool,
     submit_calls: u64,
 }
 
@@ -554,8 +556,10 @@ impl Ring {
                 }
             })
             .collect();
+        let min_timeout = uring.params().is_feature_min_timeout();
         let mut ring = Ring {
             uring,
+            min_timeout,
             slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_slots: (0..slots as u32).rev().collect(),
             sends_in_flight: 0,
@@ -736,12 +740,27 @@ impl Ring {
         }
     }
 
-    /// Submits queued SQEs and sleeps until at least one completion or `timeout`.
-    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+    /// Submits queued SQEs and sleeps until at least one completion or `timeout`. With a
+    /// nonzero `min_wait` (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT), waits for `want`
+    /// completions during the first `min_wait`, then for one: interrupt moderation.
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Duration,
+        want: usize,
+        min_wait: Duration,
+    ) -> io::Result<()> {
         let ts = Timespec::from(timeout);
-        let args = SubmitArgs::new().timespec(&ts);
+        let min_us = u32::try_from(min_wait.as_micros()).unwrap_or(u32::MAX);
+        let (want, args) = if min_us > 0 && self.min_timeout {
+            (
+                want.max(1),
+                SubmitArgs::new().timespec(&ts).min_wait_usec(min_us),
+            )
+        } else {
+            (1, SubmitArgs::new().timespec(&ts))
+        };
         self.submit_calls += 1;
-        match self.uring.submitter().submit_with_args(1, &args) {
+        match self.uring.submitter().submit_with_args(want, &args) {
             Ok(_) => Ok(()),
             Err(e) if transient(&e) => Ok(()),
             Err(e) => Err(e),
@@ -870,7 +889,7 @@ impl Drop for Ring {
             if Instant::now() >= deadline {
                 break;
             }
-            let _ = self.wait(Duration::from_millis(10));
+            let _ = self.wait(Duration::from_millis(10), 1, Duration::ZERO);
         }
         // The kernel still holds requests that point into our memory: leak it rather than
         // free it under the kernel. Only reachable if the kernel never completes a cancel.

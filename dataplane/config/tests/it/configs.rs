@@ -76,6 +76,7 @@ fn lab_toml_is_the_lab_session() {
             idle: IdleConfig {
                 spin_polls: 256,
                 max_wait: Duration::from_micros(200),
+                coalesce: Duration::ZERO,
             },
             uring: UringConfig {
                 ring_entries: 1024,

@@ -506,6 +506,7 @@ fn build_config(seed: ConfigSeed) -> Config {
             idle: IdleConfig {
                 spin_polls,
                 max_wait: Duration::from_nanos(max_wait_nanos),
+                coalesce: Duration::ZERO,
             },
             uring: UringConfig {
                 ring_entries: uring.0,

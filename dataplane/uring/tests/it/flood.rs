@@ -29,7 +29,7 @@ fn flood_beyond_the_buffer_ring_is_counted_and_receive_recovers() {
     let mut held = burst();
     assert_eq!(pump(&mut b, &mut held, 8), 8);
     let mut extra = burst();
-    b.idle_wait(Duration::from_millis(50));
+    b.idle_wait(crate::util::wait(Duration::from_millis(50)));
     assert_eq!(
         b.rx_burst(&mut extra, 64),
         0,

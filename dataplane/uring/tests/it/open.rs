@@ -27,7 +27,7 @@ fn two_backends_share_an_address_and_the_kernel_splits_flows() {
         a.tx_burst(&mut burst);
         got_b += b.rx_burst(&mut burst, 64);
         b.tx_burst(&mut burst);
-        a.idle_wait(Duration::from_millis(1));
+        a.idle_wait(crate::util::wait(Duration::from_millis(1)));
     }
     assert_eq!(got_a + got_b, clients.len());
     assert!(got_a > 0 && got_b > 0, "split {got_a}/{got_b}");

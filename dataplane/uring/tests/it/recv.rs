@@ -149,7 +149,7 @@ fn rx_burst_respects_max() {
         got.extend(burst.pkts.iter().map(|p| p.buf.as_ref()[0]));
         b.tx_burst(&mut burst);
         if n == 0 {
-            b.idle_wait(Duration::from_millis(20));
+            b.idle_wait(crate::util::wait(Duration::from_millis(20)));
         }
     }
     assert_eq!(got, (0..10).collect::<Vec<u8>>(), "in order, none lost");
@@ -159,7 +159,7 @@ fn rx_burst_respects_max() {
 fn idle_wait_sleeps_until_timeout_without_traffic() {
     let mut b = open(&params(), &["127.0.0.1:0"]);
     let start = Instant::now();
-    b.idle_wait(Duration::from_millis(150));
+    b.idle_wait(crate::util::wait(Duration::from_millis(150)));
     assert!(
         start.elapsed() >= Duration::from_millis(140),
         "returned after {:?}",
@@ -176,7 +176,7 @@ fn idle_wait_wakes_on_the_first_datagram() {
         peer().send_to(b"wake", local).expect("send");
     });
     let start = Instant::now();
-    b.idle_wait(Duration::from_secs(10));
+    b.idle_wait(crate::util::wait(Duration::from_secs(10)));
     let waited = start.elapsed();
     sender.join().expect("sender thread");
     assert!(
@@ -215,4 +215,24 @@ fn buffers_outlive_the_backend() {
     drop(b);
     let pkt = burst.pkts.pop().expect("one packet");
     assert_eq!(pkt.buf.as_ref(), b"still here");
+}
+
+#[test]
+fn coalescing_waits_for_a_fuller_burst_but_not_past_its_window() {
+    let mut b = open(&params(), &["127.0.0.1:0"]);
+    let addr = b.local_addr(0).expect("port");
+    peer().send_to(b"first", addr).expect("send");
+    let start = Instant::now();
+    b.idle_wait(popmesh_media::IdleWait {
+        timeout: Duration::from_secs(5),
+        burst: 32,
+        coalesce: Duration::from_millis(30),
+    });
+    let waited = start.elapsed();
+    // One datagram is not a burst: the wait lasts about the window, far less than the timeout.
+    assert!(waited >= Duration::from_millis(20), "woke after {waited:?}");
+    assert!(waited < Duration::from_secs(4), "woke after {waited:?}");
+    let mut burst = burst();
+    assert_eq!(b.rx_burst(&mut burst, 32), 1);
+    b.tx_burst(&mut burst);
 }

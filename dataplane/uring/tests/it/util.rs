@@ -50,7 +50,7 @@ pub fn pump(b: &mut UringBackend, burst: &mut Burst<UringBuf>, want: usize) -> u
     while burst.pkts.len() < want && start.elapsed() < DEADLINE {
         let missing = want - burst.pkts.len();
         if b.rx_burst(burst, missing) == 0 {
-            b.idle_wait(Duration::from_millis(20));
+            b.idle_wait(crate::util::wait(Duration::from_millis(20)));
         }
     }
     burst.pkts.len()
@@ -68,7 +68,7 @@ pub fn drain(b: &mut UringBackend, quiet: Duration) -> Vec<Vec<u8>> {
             b.tx_burst(&mut burst);
             last = Instant::now();
         } else {
-            b.idle_wait(Duration::from_millis(10));
+            b.idle_wait(crate::util::wait(Duration::from_millis(10)));
         }
     }
     got
@@ -78,7 +78,7 @@ pub fn drain(b: &mut UringBackend, quiet: Duration) -> Vec<Vec<u8>> {
 pub fn settle(b: &mut UringBackend) {
     let start = Instant::now();
     while b.buffers_in_use() > 0 && start.elapsed() < DEADLINE {
-        b.idle_wait(Duration::from_millis(5));
+        b.idle_wait(crate::util::wait(Duration::from_millis(5)));
     }
 }
 
@@ -93,4 +93,13 @@ pub fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 /// A payload whose every byte identifies it.
 pub fn payload(tag: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| tag.wrapping_add(i as u8)).collect()
+}
+
+/// An idle wait of `timeout` that wakes on the first datagram.
+pub fn wait(timeout: std::time::Duration) -> popmesh_media::IdleWait {
+    popmesh_media::IdleWait {
+        timeout,
+        burst: 32,
+        coalesce: std::time::Duration::ZERO,
+    }
 }
