@@ -39,6 +39,7 @@ fn churning_other_flows_never_drops_packets_of_a_stable_flow() {
             let idle = IdlePolicy {
                 spin_polls: 64,
                 max_wait: Duration::from_micros(50),
+                coalesce: Duration::ZERO,
             };
             run(
                 &mut backend,
