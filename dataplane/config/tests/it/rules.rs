@@ -307,6 +307,16 @@ fn idle_spin_polls_and_max_wait() {
         "\"5 min\"",
         "has unknown unit",
     );
+    assert_invalid(
+        &idle("coalesce = \"2ms\""),
+        "media.idle.coalesce",
+        "\"2ms\"",
+        "must be at most 1ms (it adds up to this much latency)",
+    );
+    assert_eq!(
+        ok(&idle("coalesce = \"50us\"")).media.idle.coalesce,
+        Duration::from_micros(50)
+    );
     let config = ok(&idle("spin_polls = 0\nmax_wait = \"1s\""));
     assert_eq!(config.media.idle.spin_polls, 0);
     assert_eq!(config.media.idle.max_wait, Duration::from_secs(1));
