@@ -1,5 +1,7 @@
 //! Measures the memory a flow costs: resident set size before and after installing N flows
-//! (both left-right copies of the index, the flows, their targets), for relay and for fan-out.
+//! (both left-right copies of the index, the flows, their targets), for relay and for fan-out;
+//! and how fast the control thread installs and removes flows in batches of 100k (no reader
+//! is active here, so this is the writer's own cost).
 //!
 //! `cargo run --release -p popmesh-media --example flow_memory -- [flows] [subscribers]`
 //! (defaults: 1,000,000 flows, 1 subscriber).
@@ -28,7 +30,11 @@ fn main() {
     let before = rss_bytes();
     let mut t = FlowTable::new(flows as usize);
     let sized = rss_bytes();
+    let started = std::time::Instant::now();
     for i in 0..flows {
+        if i % 100_000 == 0 && i > 0 {
+            t.publish();
+        }
         let dst = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 5004);
         t.upsert(FlowSpec {
             name: "room".into(),
@@ -50,6 +56,7 @@ fn main() {
     }
     // Two publishes: both left-right copies hold every flow.
     t.publish();
+    let install_s = started.elapsed().as_secs_f64();
     t.publish();
     let after = rss_bytes();
     let per_flow = (after - before) as f64 / f64::from(flows);
@@ -58,6 +65,23 @@ fn main() {
          total {:.1} MiB, {per_flow:.0} bytes per flow",
         (sized - before) as f64 / 1048576.0,
         (after - before) as f64 / 1048576.0,
+    );
+    println!(
+        "installs: {:.0} flows/s (batches of 100k, each published)",
+        f64::from(flows) / install_s
+    );
+    let started = std::time::Instant::now();
+    for i in 0..flows {
+        if i % 100_000 == 0 && i > 0 {
+            t.publish();
+        }
+        let dst = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 5004);
+        t.remove(FlowKey::new(0, SocketAddr::V4(dst)));
+    }
+    t.publish();
+    println!(
+        "removals: {:.0} flows/s (batches of 100k, each published)",
+        f64::from(flows) / started.elapsed().as_secs_f64()
     );
     println!(
         "size_of::<Flow>() = {} bytes, size_of::<Target>() = {} bytes",
