@@ -49,7 +49,9 @@
 //!   That enter also runs any flagged receive work, so under load the next `rx_burst` usually
 //!   finds its datagrams already reaped: the `relay_loopback` example measures 1.01 enters per
 //!   relayed burst.
-//! * `idle_wait`: 1 blocking `io_uring_enter` with a timeout; wakes on the first datagram.
+//! * `idle_wait`: 1 blocking `io_uring_enter` with a timeout; wakes on the first datagram, or,
+//!   with `IdleWait::coalesce`, on a full burst or at the end of that window (io_uring
+//!   `min_wait`, kernel 6.12+; older kernels wake on the first datagram).
 //!
 //! Steady state allocates nothing: send slots (`msghdr`, address, iovecs), the pending queue
 //! and the per-burst scratch space are allocated at open or grow once.
