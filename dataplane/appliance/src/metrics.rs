@@ -134,6 +134,25 @@ impl Collector for MediaCollector {
                 })
             }),
         )?;
+        // Backend-specific counters, by name (every worker has the same backend).
+        let descs: Vec<_> = self
+            .workers
+            .first()
+            .map(|i| i.backend.snapshot().map(|(d, _)| d).collect())
+            .unwrap_or_default();
+        for d in descs {
+            let series = self.workers.iter().filter_map(|i| {
+                i.backend
+                    .snapshot()
+                    .find(|(x, _)| x.name == d.name)
+                    .map(|(_, v)| (w(i), v))
+            });
+            if d.name.ends_with("_in_use") {
+                gauge(&mut enc, d.name, d.help, series.map(|(l, v)| (l, v as f64)))?;
+            } else {
+                counter(&mut enc, d.name, d.help, series)?;
+            }
+        }
         gauge(
             &mut enc,
             "popmesh_media_worker_up",

@@ -11,7 +11,7 @@ use popmesh_config::{BackendKind, Config};
 use popmesh_media::flow::FlowReaderFactory;
 use popmesh_media::mem::{mem_backend, MemHandle};
 use popmesh_media::worker::{self, Exit, IdlePolicy};
-use popmesh_media::{Backend, Framing, Pipeline, PipelineConfig, WorkerStats};
+use popmesh_media::{Backend, BackendCounters, Framing, Pipeline, PipelineConfig, WorkerStats};
 use popmesh_uring::{UringBackend, UringParams};
 
 use crate::Clock;
@@ -37,6 +37,8 @@ pub struct WorkerInfo {
     pub core: usize,
     /// Its counters.
     pub stats: WorkerStats,
+    /// Its backend's own counters.
+    pub backend: BackendCounters,
     state: AtomicU8,
 }
 
@@ -87,6 +89,7 @@ impl Workers {
                 index,
                 core,
                 stats: WorkerStats::default(),
+                backend: BackendCounters::default(),
                 state: AtomicU8::new(State::Starting as u8),
             });
             workers.info.push(Arc::clone(&info));
@@ -218,6 +221,7 @@ fn loop_on<B: Backend>(
         reader,
         pipeline,
         &info.stats,
+        &info.backend,
         stop,
         idle,
         burst,

@@ -15,6 +15,8 @@
 //! frames; the pipeline rewrites headers in place and duplicates frames for fan-out.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::drop::DropReason;
@@ -124,6 +126,48 @@ impl<B> Burst<B> {
     }
 }
 
+/// Names a backend-specific counter for the metrics exporter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterDesc {
+    /// Metric name without the `_total` suffix, e.g. `popmesh_uring_rx_nobufs`.
+    pub name: &'static str,
+    /// One line for operators: what it counts and what to do when it grows.
+    pub help: &'static str,
+}
+
+/// Most backend-specific counters a backend may export.
+pub const MAX_BACKEND_COUNTERS: usize = 24;
+
+/// Backend-specific counters of one worker: published by the worker every few thousand polls
+/// and when it goes idle, read by the metrics exporter.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    descs: OnceLock<&'static [CounterDesc]>,
+    values: [AtomicU64; MAX_BACKEND_COUNTERS],
+}
+
+impl BackendCounters {
+    /// Copies the backend's current counters in (worker thread only).
+    pub fn publish<B: Backend + ?Sized>(&self, backend: &B) {
+        let descs = *self.descs.get_or_init(|| backend.counter_descs());
+        let mut now = [0u64; MAX_BACKEND_COUNTERS];
+        let n = descs.len().min(MAX_BACKEND_COUNTERS);
+        backend.read_counters(&mut now[..n]);
+        for (cell, v) in self.values.iter().zip(&now[..n]) {
+            cell.store(*v, Relaxed);
+        }
+    }
+
+    /// `(description, value)` of every counter published so far.
+    pub fn snapshot(&self) -> impl Iterator<Item = (CounterDesc, u64)> + '_ {
+        let descs: &'static [CounterDesc] = self.descs.get().copied().unwrap_or(&[]);
+        descs
+            .iter()
+            .zip(self.values.iter())
+            .map(|(d, v)| (*d, v.load(Relaxed)))
+    }
+}
+
 /// How an idle worker waits for traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdleWait {
@@ -169,6 +213,17 @@ pub trait Backend {
     /// truncated is `Truncated`). The worker calls this after every poll.
     fn take_rx_drops(&mut self, drops: &mut [u64; DropReason::COUNT]) {
         let _ = drops;
+    }
+
+    /// Descriptions of the backend-specific counters [`Backend::read_counters`] fills, in order
+    /// (at most [`MAX_BACKEND_COUNTERS`]).
+    fn counter_descs(&self) -> &'static [CounterDesc] {
+        &[]
+    }
+
+    /// Writes the current value of each counter of [`Backend::counter_descs`] into `out`.
+    fn read_counters(&self, out: &mut [u64]) {
+        let _ = out;
     }
 
     /// Called after enough empty polls: block until traffic arrives or `wait.timeout` passes.

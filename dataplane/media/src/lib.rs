@@ -19,7 +19,10 @@ pub mod stats;
 pub mod testkit;
 pub mod worker;
 
-pub use backend::{Backend, Burst, Framing, IdleWait, PacketBuf, Pkt, PortId, Tx, TxOutcome};
+pub use backend::{
+    Backend, BackendCounters, Burst, CounterDesc, Framing, IdleWait, PacketBuf, Pkt, PortId, Tx,
+    TxOutcome,
+};
 pub use drop::DropReason;
 pub use flow::{Flow, FlowKey, FlowReader, FlowReaderFactory, FlowSpec, FlowTable, Target};
 pub use pipeline::{Egress, Pipeline, PipelineConfig};

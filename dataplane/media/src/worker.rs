@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::backend::{Backend, Burst, IdleWait};
+use crate::backend::{Backend, BackendCounters, Burst, IdleWait};
 use crate::drop::DropReason;
 use crate::flow::{add, FlowReader};
 use crate::pipeline::Pipeline;
@@ -41,6 +41,7 @@ pub fn run<B: Backend>(
     flows: &FlowReader,
     pipeline: &mut Pipeline,
     stats: &WorkerStats,
+    backend_counters: &BackendCounters,
     stop: &AtomicBool,
     idle: IdlePolicy,
     rx_burst: usize,
@@ -48,9 +49,16 @@ pub fn run<B: Backend>(
 ) -> Exit {
     let mut burst: Burst<B::Buf> = Burst::with_capacity(rx_burst, rx_burst * 8);
     let mut empty: u32 = 0;
+    let mut polls: u32 = 0;
+    backend_counters.publish(backend);
     loop {
         if stop.load(Relaxed) {
+            backend_counters.publish(backend);
             return Exit::Stopped;
+        }
+        polls = polls.wrapping_add(1);
+        if polls & 4095 == 0 {
+            backend_counters.publish(backend);
         }
         add(&stats.polls, 1);
         let n = backend.rx_burst(&mut burst, rx_burst);
@@ -66,6 +74,7 @@ pub fn run<B: Backend>(
             empty = empty.saturating_add(1);
             if empty > idle.spin_polls {
                 add(&stats.idle_waits, 1);
+                backend_counters.publish(backend);
                 backend.idle_wait(IdleWait {
                     timeout: idle.max_wait,
                     burst: rx_burst,

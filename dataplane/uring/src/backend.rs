@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use popmesh_media::backend::{Backend, Burst, Framing, IdleWait, Pkt, PortId, Tx, TxOutcome};
+use popmesh_media::backend::{
+    Backend, Burst, CounterDesc, Framing, IdleWait, Pkt, PortId, Tx, TxOutcome,
+};
 use popmesh_media::DropReason;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -350,6 +352,50 @@ fn reachable(local: &SocketAddr, dst: &SocketAddr) -> bool {
     local.is_ipv4() == dst.is_ipv4() && dst.port() != 0 && !dst.ip().is_unspecified()
 }
 
+/// What `read_counters` exports, in order.
+static COUNTERS: [CounterDesc; 10] = [
+    CounterDesc {
+        name: "popmesh_uring_rx_nobufs",
+        help: "Times receive stopped because every buffer was in use (raise media.uring.buffers if it keeps growing).",
+    },
+    CounterDesc {
+        name: "popmesh_uring_rx_rearms",
+        help: "Multishot receives re-armed after the kernel ended them.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_rx_errors",
+        help: "Receive completions that failed or could not be parsed.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_tx_sqes",
+        help: "sendmsg submissions (one per datagram or per GSO batch).",
+    },
+    CounterDesc {
+        name: "popmesh_uring_tx_gso_batches",
+        help: "sendmsg submissions carrying several datagrams with UDP GSO.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_tx_errors",
+        help: "Datagrams whose send failed in the kernel after submission.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_gso_disabled",
+        help: "Times GSO was switched off on a socket because the kernel rejected a batch.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_enter_calls",
+        help: "io_uring_enter system calls (submissions and waits).",
+    },
+    CounterDesc {
+        name: "popmesh_uring_enter_errors",
+        help: "io_uring_enter calls that failed with an unexpected error.",
+    },
+    CounterDesc {
+        name: "popmesh_uring_buffers_in_use",
+        help: "Receive buffers held outside the kernel right now (pipeline, queue, in-flight sends).",
+    },
+];
+
 impl Backend for UringBackend {
     type Buf = UringBuf;
 
@@ -441,6 +487,29 @@ impl Backend for UringBackend {
         self.scratch.clear();
         burst.clear();
         out
+    }
+
+    fn counter_descs(&self) -> &'static [CounterDesc] {
+        &COUNTERS
+    }
+
+    fn read_counters(&self, out: &mut [u64]) {
+        let s = self.stats();
+        let values = [
+            s.rx_nobufs,
+            s.rearms,
+            s.rx_errors,
+            s.tx_sqes,
+            s.tx_gso_batches,
+            s.tx_errors,
+            s.gso_disabled,
+            s.submit_calls,
+            s.submit_errors,
+            u64::from(self.buffers_in_use()),
+        ];
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v;
+        }
     }
 
     /// Datagrams larger than a receive buffer are `TooBig`; datagrams the kernel dropped

@@ -46,6 +46,7 @@ fn churning_other_flows_never_drops_packets_of_a_stable_flow() {
                 &reader,
                 &mut p,
                 &stats,
+                &Default::default(),
                 &stop,
                 idle,
                 32,
