@@ -126,7 +126,10 @@ fn lab_config_fans_out_and_refuses_a_second_source() {
     // The io_uring backend's own counters are exported too: 30,000 datagrams left in at most
     // that many sendmsg submissions (fewer when GSO batched them).
     let sqes = metric_sum(&metrics, "popmesh_uring_tx_sqes_total", &[]);
-    assert!((1.0..=3.0 * f64::from(PACKETS)).contains(&sqes), "tx sqes {sqes}");
+    assert!(
+        (1.0..=3.0 * f64::from(PACKETS)).contains(&sqes),
+        "tx sqes {sqes}"
+    );
 
     let flows: serde_json::Value = serde_json::from_str(&daemon.get("/flows")).expect("flows json");
     let f = &flows["flows"][0];
