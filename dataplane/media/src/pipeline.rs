@@ -386,9 +386,6 @@ impl Pipeline {
                 let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
                 u.update_checksum_for_addr_v4(old_src, new_src);
                 u.update_checksum_for_addr_v4(old_dst, new_dst);
-                u.set_src_port(eg.addr.port());
-                u.set_dst_port(t.addr.port());
-                Ok(())
             }
             (false, IpAddr::V6(new_src), IpAddr::V6(new_dst)) => {
                 let mut ip = ipv6::Packet::new_unchecked(&mut frame[p.l3..l3_end]);
@@ -400,12 +397,13 @@ impl Pipeline {
                 let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
                 u.update_checksum_for_addr_v6(old_src, new_src);
                 u.update_checksum_for_addr_v6(old_dst, new_dst);
-                u.set_src_port(eg.addr.port());
-                u.set_dst_port(t.addr.port());
-                Ok(())
             }
-            _ => Err(DropReason::FamilyMismatch),
+            _ => return Err(DropReason::FamilyMismatch),
         }
+        let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
+        u.set_src_port(eg.addr.port());
+        u.set_dst_port(t.addr.port());
+        Ok(())
     }
 }
 
