@@ -4,7 +4,12 @@
 set -euo pipefail
 
 # Debian packages the build, tests and perf scripts use.
-APT_PACKAGES=(pkg-config procps iproute2 util-linux curl)
+APT_PACKAGES=(pkg-config procps iproute2 util-linux curl iputils-ping)
+# DPDK (22.11 LTS in bookworm) for the kernel-bypass backend, and libclang for its bindgen.
+# POPMESH_NO_DPDK=1 skips them: the workspace then builds and tests without the DPDK backend.
+if [[ ${POPMESH_NO_DPDK:-0} != 1 ]]; then
+  APT_PACKAGES+=(dpdk dpdk-dev libdpdk-dev libclang-dev)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,5 +39,8 @@ if [[ -r /proc/sys/kernel/io_uring_disabled ]] && [[ $(cat /proc/sys/kernel/io_u
   echo "bootstrap: io_uring is disabled (kernel.io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled));" \
        "enable it with: sysctl -w kernel.io_uring_disabled=0" >&2
   exit 1
+fi
+if [[ ${POPMESH_NO_DPDK:-0} != 1 ]]; then
+  bash "$(dirname "$0")/hugepages.sh"
 fi
 echo "bootstrap: ok"

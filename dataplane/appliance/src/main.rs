@@ -99,6 +99,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             );
         }
     }
+    if cfg.media.backend == popmesh_config::BackendKind::Dpdk {
+        anyhow::bail!(
+            "media.backend: \"dpdk\": this build of popmesh-dataplane has no DPDK backend yet; \
+             use \"uring\""
+        );
+    }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .map_err(|e| anyhow::anyhow!("log.level: {:?}: {e}", cfg.log.level))?;
     Ok(cfg)

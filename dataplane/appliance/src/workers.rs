@@ -100,7 +100,7 @@ impl Workers {
             let addrs = addrs.clone();
             let mem = match media.backend {
                 BackendKind::Mem => Some(mem_backend(Framing::Datagram, 4096)),
-                BackendKind::Uring => None,
+                BackendKind::Uring | BackendKind::Dpdk => None,
             };
             let mem_backend = mem.map(|(b, h)| {
                 workers.mem.push(h);

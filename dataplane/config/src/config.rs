@@ -15,7 +15,8 @@ use serde::{Serialize, Serializer};
 use crate::duration::{self, parse_duration};
 use crate::error::{ConfigError, ToTomlError};
 use crate::raw::{
-    RawAdmin, RawConfig, RawIdle, RawLog, RawMedia, RawPort, RawSession, RawSubscriber, RawUring,
+    RawAdmin, RawConfig, RawDpdk, RawIdle, RawLog, RawMedia, RawPort, RawSession, RawSubscriber,
+    RawUring,
 };
 
 /// Documented default values; the raw structs render them in the file's syntax.
@@ -39,6 +40,12 @@ pub(crate) mod defaults {
     pub const BUFFER_SIZE: i64 = 2048;
     pub const GSO: bool = true;
     pub const SOCKET_BUF_BYTES: i64 = 4 * 1024 * 1024;
+    pub const DPDK_MAIN_CORE: i64 = 0;
+    pub const DPDK_MEMORY_MB: i64 = 1024;
+    pub const DPDK_FILE_PREFIX: &str = "popmesh";
+    pub const DPDK_DESC: i64 = 1024;
+    pub const DPDK_MBUF_CACHE: i64 = 256;
+    pub const MTU: i64 = 1500;
 }
 
 // Limits of the schema, named once so the checks and their messages cannot disagree.
@@ -64,6 +71,14 @@ const MAX_PORT_IDS: u32 = u16::MAX as u32;
 const PORT_NAME_MAX_LEN: usize = 32;
 const SESSION_NAME_MAX_CHARS: usize = 64;
 const MAX_SUBSCRIBERS: usize = 4096;
+const DPDK_MEMORY_RANGE: RangeInclusive<i64> = 64..=1_048_576;
+const DPDK_DESC_RANGE: RangeInclusive<i64> = 64..=16_384;
+const DPDK_MBUFS_RANGE: RangeInclusive<i64> = 1024..=16_777_216;
+/// `RTE_MEMPOOL_CACHE_MAX_SIZE`.
+const DPDK_MBUF_CACHE_RANGE: RangeInclusive<i64> = 0..=512;
+const DPDK_FILE_PREFIX_MAX_LEN: usize = 32;
+/// IPv4's minimum MTU up to jumbo frames.
+const MTU_RANGE: RangeInclusive<i64> = 68..=9216;
 
 /// The whole appliance configuration.
 ///
@@ -156,6 +171,8 @@ pub struct MediaConfig {
     pub idle: IdleConfig,
     /// `[media.uring]`: io_uring backend tuning (ignored by other backends).
     pub uring: UringConfig,
+    /// `[media.dpdk]`: DPDK environment and port tuning (ignored by other backends).
+    pub dpdk: DpdkConfig,
     /// `[[media.ports]]`: ingress/egress points. PortIds are assigned in this order, `count` ids
     /// per entry; see [`Config::port_addrs`].
     pub ports: Vec<PortConfig>,
@@ -169,6 +186,8 @@ pub enum BackendKind {
     Uring,
     /// In-memory rings (`"mem"`), for tests and benches only.
     Mem,
+    /// DPDK poll-mode drivers on NIC ports or virtual devices (`"dpdk"`).
+    Dpdk,
 }
 
 /// `[media.idle]`: how an idle worker backs off.
@@ -227,17 +246,133 @@ impl Default for UringConfig {
     }
 }
 
-/// One `[[media.ports]]` entry: `count` consecutive UDP ports starting at `bind`, each its own
-/// PortId.
+/// `[media.dpdk]`: the DPDK environment (EAL) and per-port queue sizing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DpdkConfig {
+    /// CPU the EAL main thread (housekeeping: admin server, control) is pinned to; never one of
+    /// `media.cores`.
+    pub main_core: usize,
+    /// Back packet memory with hugepages (`true`) or ordinary pages (`false`, EAL `--no-huge`:
+    /// slower, for labs and CI).
+    pub hugepages: bool,
+    /// Packet memory EAL may use, in MiB (EAL `-m`), 64..=1048576.
+    pub memory_mb: u32,
+    /// EAL `--file-prefix`: separates the runtime files of several DPDK processes on one host.
+    pub file_prefix: String,
+    /// Virtual devices (EAL `--vdev`), e.g. `"net_af_xdp0,iface=eth1"`.
+    pub vdevs: Vec<String>,
+    /// PCI devices DPDK may take (EAL `-a`). Empty: no PCI device is probed (`--no-pci`), so a
+    /// kernel-owned NIC is never touched by accident.
+    pub pci_allow: Vec<String>,
+    /// Further EAL arguments, appended verbatim after the ones popmesh builds.
+    pub eal_args: Vec<String>,
+    /// Receive descriptors per queue; a power of two in 64..=16384.
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue; a power of two in 64..=16384.
+    pub tx_desc: u16,
+    /// Mbufs in the packet pool; `0` sizes it with [`DpdkConfig::pool_size`].
+    pub mbufs: u32,
+    /// Per-worker mempool cache, 0..=512 mbufs.
+    pub mbuf_cache: u16,
+    /// Give each port a kernel TAP interface carrying the port's address and MAC, so that ARP,
+    /// ICMP and other non-media traffic reach the kernel and its answers leave through the port.
+    pub exception_tap: bool,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig {
+            main_core: 0,
+            hugepages: true,
+            memory_mb: 1024,
+            file_prefix: defaults::DPDK_FILE_PREFIX.to_string(),
+            vdevs: Vec::new(),
+            pci_allow: Vec::new(),
+            eal_args: Vec::new(),
+            rx_desc: 1024,
+            tx_desc: 1024,
+            mbufs: 0,
+            mbuf_cache: 256,
+            exception_tap: true,
+        }
+    }
+}
+
+impl DpdkConfig {
+    /// Mbufs the packet pool needs, from the stated rule: every descriptor of every queue may
+    /// hold one (`ports x workers x (rx_desc + 2 x tx_desc)`, two per transmit slot because a
+    /// fan-out copy is a header mbuf chained to an indirect one), plus each worker's cache and
+    /// four bursts in flight, plus 1024 for the exception path; rounded up to a power of two
+    /// minus one (the size DPDK's ring-backed pools use best). `mbufs` overrides it when set.
+    pub fn pool_size(&self, ports: usize, workers: usize, burst: u16) -> u32 {
+        if self.mbufs != 0 {
+            return self.mbufs;
+        }
+        let per_queue = u64::from(self.rx_desc) + 2 * u64::from(self.tx_desc);
+        let per_worker = u64::from(self.mbuf_cache) + 4 * u64::from(burst);
+        let need =
+            (ports as u64) * (workers as u64) * per_queue + workers as u64 * per_worker + 1024;
+        let rounded = need.saturating_add(1).next_power_of_two() - 1;
+        u32::try_from(rounded).unwrap_or(u32::MAX)
+    }
+}
+
+/// One `[[media.ports]]` entry.
+///
+/// For socket backends: `count` consecutive UDP ports starting at `bind`, each its own PortId.
+/// For `dpdk`: one NIC port or virtual device (`device`) whose appliance address is `bind`'s IP;
+/// publishers may send to any UDP port of that IP, and relayed packets leave from `bind`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortConfig {
     /// Unique name, `[a-z0-9_-]{1,32}`; subscribers name their egress port with it.
     pub name: String,
     /// Address of the first socket; its port is not 0. The unspecified address (`0.0.0.0`,
-    /// `[::]`) accepts traffic to any local address of that family.
+    /// `[::]`) accepts traffic to any local address of that family (socket backends only).
     pub bind: SocketAddr,
-    /// Number of consecutive ports, 1..=4096, ending at or below 65535.
+    /// Number of consecutive ports, 1..=4096, ending at or below 65535 (1 for `dpdk`).
     pub count: u16,
+    /// L2 settings, present exactly when `media.backend = "dpdk"`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<L2PortConfig>,
+}
+
+/// The settings of a port driven by an L2 backend (`dpdk`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L2PortConfig {
+    /// DPDK device name: a PCI address from `media.dpdk.pci_allow` (`"0000:03:00.0"`) or the
+    /// name of a `media.dpdk.vdevs` entry (`"net_af_xdp0"`).
+    pub device: String,
+    /// Next-hop MAC for everything sent from this port: the router, or the one on-link peer.
+    #[serde(serialize_with = "serialize_mac")]
+    pub gateway_mac: [u8; 6],
+    /// Largest IP packet the port sends, 68..=9216.
+    pub mtu: u16,
+    /// Prefix length of the port's address on the exception TAP interface.
+    pub prefix_len: u8,
+}
+
+/// Formats a MAC as `02:00:00:00:00:01`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = *mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Parses `02:00:00:00:00:01` (or with `-` separators).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn serialize_mac<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_mac(mac))
 }
 
 /// One `[[sessions]]` entry: a publisher relayed to its subscribers.
@@ -351,6 +486,10 @@ fn with_first_ids(ports: &[PortConfig]) -> impl Iterator<Item = (u32, &PortConfi
 
 /// Whether `port`'s range contains `addr`'s port (IPs not compared).
 fn range_contains(port: &PortConfig, addr: SocketAddr) -> Option<u32> {
+    if port.l2.is_some() {
+        // An L2 port receives every UDP port of its address.
+        return Some(0);
+    }
     let offset = addr.port().checked_sub(port.bind.port())?;
     (offset < port.count).then_some(u32::from(offset))
 }
@@ -512,11 +651,12 @@ impl TryFrom<RawMedia> for MediaConfig {
         let backend = match raw.backend.as_str() {
             "uring" => BackendKind::Uring,
             "mem" => BackendKind::Mem,
+            "dpdk" => BackendKind::Dpdk,
             _ => {
                 return Err(ConfigError::invalid(
                     "media.backend",
                     quoted(&raw.backend),
-                    "must be \"uring\" or \"mem\"",
+                    "must be \"uring\", \"dpdk\" or \"mem\"",
                 ))
             }
         };
@@ -539,7 +679,20 @@ impl TryFrom<RawMedia> for MediaConfig {
             .transpose()?;
         let idle = IdleConfig::try_from(raw.idle)?;
         let uring = UringConfig::try_from(raw.uring)?;
-        let ports = convert_ports(raw.ports)?;
+        let dpdk = DpdkConfig::try_from(raw.dpdk)?;
+        if backend == BackendKind::Dpdk {
+            if let Some(index) = cores.iter().position(|&c| c == dpdk.main_core) {
+                return Err(ConfigError::invalid(
+                    "media.dpdk.main_core",
+                    dpdk.main_core.to_string(),
+                    format!(
+                        "is also media.cores[{index}]; the EAL main thread (admin, control) \
+                         needs a core of its own, apart from the polling workers"
+                    ),
+                ));
+            }
+        }
+        let ports = convert_ports(raw.ports, backend)?;
         Ok(MediaConfig {
             backend,
             cores,
@@ -549,6 +702,7 @@ impl TryFrom<RawMedia> for MediaConfig {
             media_port_range,
             idle,
             uring,
+            dpdk,
             ports,
         })
     }
@@ -674,6 +828,116 @@ impl TryFrom<RawUring> for UringConfig {
     }
 }
 
+impl TryFrom<RawDpdk> for DpdkConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawDpdk) -> Result<Self, ConfigError> {
+        let main_core = usize::try_from(raw.main_core)
+            .ok()
+            .filter(|_| raw.main_core < CPU_SETSIZE)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "media.dpdk.main_core",
+                    raw.main_core.to_string(),
+                    format!("is not a CPU id (0..={})", CPU_SETSIZE - 1),
+                )
+            })?;
+        let memory_mb = int_in("media.dpdk.memory_mb", raw.memory_mb, DPDK_MEMORY_RANGE)?;
+        let prefix_ok = (1..=DPDK_FILE_PREFIX_MAX_LEN).contains(&raw.file_prefix.len())
+            && raw
+                .file_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !prefix_ok {
+            return Err(ConfigError::invalid(
+                "media.dpdk.file_prefix",
+                quoted(&raw.file_prefix),
+                "must be 1..=32 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        for (index, vdev) in raw.vdevs.iter().enumerate() {
+            let name = vdev.split(',').next().unwrap_or_default();
+            if name.is_empty() || vdev.chars().any(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    format!("media.dpdk.vdevs[{index}]"),
+                    quoted(vdev),
+                    "must be a device name with optional ,key=value arguments and no spaces, \
+                     e.g. \"net_af_xdp0,iface=eth1\"",
+                ));
+            }
+        }
+        for (index, pci) in raw.pci_allow.iter().enumerate() {
+            if !is_pci_address(pci) {
+                return Err(ConfigError::invalid(
+                    format!("media.dpdk.pci_allow[{index}]"),
+                    quoted(pci),
+                    "is not a PCI address (domain:bus:device.function, e.g. \"0000:03:00.0\")",
+                ));
+            }
+        }
+        for (index, arg) in raw.eal_args.iter().enumerate() {
+            if arg.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("media.dpdk.eal_args[{index}]"),
+                    "\"\"",
+                    "is empty; leave it out",
+                ));
+            }
+        }
+        let rx_desc = power_of_two_in("media.dpdk.rx_desc", raw.rx_desc, DPDK_DESC_RANGE)?;
+        let tx_desc = power_of_two_in("media.dpdk.tx_desc", raw.tx_desc, DPDK_DESC_RANGE)?;
+        let mbufs = if raw.mbufs == 0 {
+            0
+        } else {
+            int_in("media.dpdk.mbufs", raw.mbufs, DPDK_MBUFS_RANGE).map_err(|_| {
+                ConfigError::invalid(
+                    "media.dpdk.mbufs",
+                    raw.mbufs.to_string(),
+                    format!(
+                        "must be 0 (sized by rule) or in {}..={}",
+                        DPDK_MBUFS_RANGE.start(),
+                        DPDK_MBUFS_RANGE.end()
+                    ),
+                )
+            })?
+        };
+        let mbuf_cache = int_in(
+            "media.dpdk.mbuf_cache",
+            raw.mbuf_cache,
+            DPDK_MBUF_CACHE_RANGE,
+        )?;
+        Ok(DpdkConfig {
+            main_core,
+            hugepages: raw.hugepages,
+            memory_mb,
+            file_prefix: raw.file_prefix,
+            vdevs: raw.vdevs,
+            pci_allow: raw.pci_allow,
+            eal_args: raw.eal_args,
+            rx_desc,
+            tx_desc,
+            mbufs,
+            mbuf_cache,
+            exception_tap: raw.exception_tap,
+        })
+    }
+}
+
+/// `dddd:bb:dd.f` or the short `bb:dd.f`, hexadecimal.
+fn is_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some((rest, function)) = s.rsplit_once('.') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let ids_ok = match parts.as_slice() {
+        [domain, bus, dev] => hex(domain, 4) && hex(bus, 2) && hex(dev, 2),
+        [bus, dev] => hex(bus, 2) && hex(dev, 2),
+        _ => false,
+    };
+    ids_ok && function.len() == 1 && function.bytes().all(|b| (b'0'..=b'7').contains(&b))
+}
+
 fn is_valid_port_name(name: &str) -> bool {
     (1..=PORT_NAME_MAX_LEN).contains(&name.len())
         && name
@@ -692,12 +956,16 @@ fn ports_overlap(a: &PortConfig, b: &PortConfig) -> bool {
     if a_ip != b_ip && !a_ip.is_unspecified() && !b_ip.is_unspecified() {
         return false;
     }
+    if a.l2.is_some() || b.l2.is_some() {
+        // An L2 port owns its whole IP: publishers may use any UDP port of it.
+        return true;
+    }
     let a_first = u32::from(a.bind.port());
     let b_first = u32::from(b.bind.port());
     a_first < b_first + u32::from(b.count) && b_first < a_first + u32::from(a.count)
 }
 
-fn convert_ports(raw: Vec<RawPort>) -> Result<Vec<PortConfig>, ConfigError> {
+fn convert_ports(raw: Vec<RawPort>, backend: BackendKind) -> Result<Vec<PortConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::invalid(
             "media.ports",
@@ -755,10 +1023,27 @@ fn convert_ports(raw: Vec<RawPort>) -> Result<Vec<PortConfig>, ConfigError> {
                 ),
             ));
         }
+        let l2 = convert_l2(&base, &raw_port, bind, count, backend)?;
+        if let Some((other, existing)) = l2.as_ref().and_then(|l2| {
+            ports
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.l2.as_ref().is_some_and(|e| e.device == l2.device))
+        }) {
+            return Err(ConfigError::invalid(
+                format!("{base}.device"),
+                quoted(&l2.as_ref().map(|l| l.device.clone()).unwrap_or_default()),
+                format!(
+                    "is already the device of media.ports[{other}] {:?}",
+                    existing.name
+                ),
+            ));
+        }
         let port = PortConfig {
             name: raw_port.name,
             bind,
             count,
+            l2,
         };
         if let Some((other, existing)) = ports
             .iter()
@@ -778,6 +1063,98 @@ fn convert_ports(raw: Vec<RawPort>) -> Result<Vec<PortConfig>, ConfigError> {
         ports.push(port);
     }
     Ok(ports)
+}
+
+/// The L2 keys of a port: required with `dpdk`, refused otherwise.
+fn convert_l2(
+    base: &str,
+    raw: &RawPort,
+    bind: SocketAddr,
+    count: u16,
+    backend: BackendKind,
+) -> Result<Option<L2PortConfig>, ConfigError> {
+    if backend != BackendKind::Dpdk {
+        let stray = [
+            ("device", raw.device.is_some()),
+            ("gateway_mac", raw.gateway_mac.is_some()),
+            ("mtu", raw.mtu.is_some()),
+            ("prefix_len", raw.prefix_len.is_some()),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::invalid(
+                format!("{base}.{key}"),
+                "(set)",
+                "is only used with media.backend = \"dpdk\"; remove it",
+            ));
+        }
+        return Ok(None);
+    }
+    let device = raw.device.clone().ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{base}.device"),
+            "(missing)",
+            "is required with media.backend = \"dpdk\": the DPDK device name, a PCI address \
+             (\"0000:03:00.0\") or a vdev name (\"net_af_xdp0\")",
+        )
+    })?;
+    if device.is_empty() || device.contains(',') || device.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid(
+            format!("{base}.device"),
+            quoted(&device),
+            "must be a bare device name without arguments (put vdev arguments in \
+             media.dpdk.vdevs)",
+        ));
+    }
+    if count != 1 {
+        return Err(ConfigError::invalid(
+            format!("{base}.count"),
+            count.to_string(),
+            "must be 1 with media.backend = \"dpdk\" (an L2 port owns every UDP port of its IP)",
+        ));
+    }
+    if bind.ip().is_unspecified() {
+        return Err(ConfigError::invalid(
+            format!("{base}.bind"),
+            quoted(&bind.to_string()),
+            "must be the port's own address with media.backend = \"dpdk\" (not unspecified)",
+        ));
+    }
+    let mac_path = format!("{base}.gateway_mac");
+    let gateway_mac = match &raw.gateway_mac {
+        None => {
+            return Err(ConfigError::invalid(
+                mac_path,
+                "(missing)",
+                "is required with media.backend = \"dpdk\": the next hop's MAC \
+                 (e.g. \"02:00:00:00:00:01\")",
+            ))
+        }
+        Some(text) => parse_mac(text).ok_or_else(|| {
+            ConfigError::invalid(
+                &mac_path,
+                quoted(text),
+                "is not a MAC address (aa:bb:cc:dd:ee:ff)",
+            )
+        })?,
+    };
+    let mtu = int_in(
+        &format!("{base}.mtu"),
+        raw.mtu.unwrap_or(defaults::MTU),
+        MTU_RANGE,
+    )?;
+    let max_prefix: i64 = if bind.is_ipv4() { 32 } else { 128 };
+    let prefix_len = int_in(
+        &format!("{base}.prefix_len"),
+        raw.prefix_len
+            .unwrap_or(if bind.is_ipv4() { 24 } else { 64 }),
+        1..=max_prefix,
+    )?;
+    Ok(Some(L2PortConfig {
+        device,
+        gateway_mac,
+        mtu,
+        prefix_len,
+    }))
 }
 
 fn convert_session(
@@ -812,7 +1189,7 @@ fn convert_session(
             &ingress_path,
             quoted(&raw.ingress),
             "is not opened by any of media.ports (needs a port range on that IP, or on the \
-             unspecified address of its family)",
+             unspecified address of its family; with dpdk, a port with that IP)",
         )
     })?;
     if let Some((other, existing)) = earlier
@@ -1056,6 +1433,7 @@ mod tests {
             name: name.to_string(),
             bind: bind.parse().expect("test address"),
             count,
+            l2: None,
         }
     }
 

@@ -29,7 +29,8 @@
 //! format = "text"                  # "text" | "json"
 //!
 //! [media]
-//! backend = "uring"                # "uring" (io_uring UDP sockets) | "mem" (in-memory rings, tests/benches only)
+//! backend = "uring"                # "uring" (io_uring UDP sockets) | "dpdk" (DPDK poll-mode ports)
+//!                                  # | "mem" (in-memory rings, tests/benches only)
 //! cores = [1]                      # one pinned poll-mode worker per listed CPU id; unique; 1..=128 entries, ids < 1024
 //! burst = 32                       # packets per receive burst, 1..=256
 //! max_flows = 65536                # flow table capacity, 1..=16_777_216
@@ -52,6 +53,20 @@
 //! rcvbuf_bytes = 4194304           # SO_RCVBUF, 4096..=1073741824
 //! sndbuf_bytes = 4194304           # SO_SNDBUF, 4096..=1073741824
 //!
+//! [media.dpdk]                     # used only with backend = "dpdk"
+//! main_core = 0                    # EAL main thread (admin, control); never one of media.cores
+//! hugepages = true                 # false: EAL --no-huge (ordinary pages; labs and CI)
+//! memory_mb = 1024                 # EAL -m, 64..=1048576
+//! file_prefix = "popmesh"          # EAL --file-prefix, [A-Za-z0-9_-]{1,32}
+//! vdevs = []                       # EAL --vdev each, e.g. "net_af_xdp0,iface=eth1"
+//! pci_allow = []                   # EAL -a each ("0000:03:00.0"); empty: --no-pci
+//! eal_args = []                    # appended verbatim
+//! rx_desc = 1024                   # per queue, power of two, 64..=16384
+//! tx_desc = 1024                   # per queue, power of two, 64..=16384
+//! mbufs = 0                        # packet pool size; 0: DpdkConfig::pool_size's rule
+//! mbuf_cache = 256                 # per-worker mempool cache, 0..=512
+//! exception_tap = true             # a kernel TAP per port for ARP, ICMP and other non-media
+//!
 //! [[media.ports]]                  # ingress/egress points; PortIds are assigned in list order
 //! name = "lab"                     # unique, [a-z0-9_-]{1,32}
 //! bind = "127.0.0.1:40000"         # socket address, port != 0; 0.0.0.0 / [::] accept any local IP
@@ -61,6 +76,13 @@
 //! [[media.ports]]
 //! name = "uplink"
 //! bind = "127.0.0.1:40100"
+//!
+//! # With backend = "dpdk" a port is one DPDK device with its own IP, count = 1, and these keys
+//! # (refused with other backends):
+//! # device = "net_af_xdp0"         # PCI address or vdev name (required)
+//! # gateway_mac = "02:00:00:00:00:01"  # next hop for everything the port sends (required)
+//! # mtu = 1500                     # largest IP packet sent, 68..=9216
+//! # prefix_len = 24                # of the address on the exception TAP (64 for IPv6)
 //!
 //! [[sessions]]                     # static media sessions; there may be none
 //! name = "lab-room-1"              # unique, 1..=64 characters
@@ -80,7 +102,9 @@
 //! - `media.ports`: names unique; address ranges do not overlap (same IP, or either bound to the
 //!   unspecified address of the same family, with a shared UDP port) and end at or below port
 //!   65535; the total number of PortIds fits a `u16` (at most 65535).
-//! - `media.cores`: no CPU id twice.
+//! - `media.cores`: no CPU id twice; with `dpdk`, `media.dpdk.main_core` is not among them.
+//! - `dpdk` ports: `device` unique; the IP is concrete and owned by one port (sessions may use
+//!   any UDP port of it); relayed packets leave from `bind`.
 //! - `sessions`: names unique; `ingress` unique and inside a port range, either on exactly the
 //!   same IP or on a port bound to the unspecified address of the same family.
 //! - `source` has the family of the ingress port; each subscriber has the family of the port it
@@ -129,8 +153,8 @@ mod error;
 mod raw;
 
 pub use config::{
-    AdminConfig, BackendKind, Config, IdleConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
-    SessionConfig, SubscriberConfig, UringConfig,
+    format_mac, parse_mac, AdminConfig, BackendKind, Config, DpdkConfig, IdleConfig, L2PortConfig,
+    LogConfig, LogFormat, MediaConfig, PortConfig, SessionConfig, SubscriberConfig, UringConfig,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ToTomlError};

@@ -72,6 +72,7 @@ pub struct RawMedia {
     pub media_port_range: Option<String>,
     pub idle: RawIdle,
     pub uring: RawUring,
+    pub dpdk: RawDpdk,
     pub ports: Vec<RawPort>,
 }
 
@@ -86,6 +87,7 @@ impl Default for RawMedia {
             media_port_range: None,
             idle: RawIdle::default(),
             uring: RawUring::default(),
+            dpdk: RawDpdk::default(),
             ports: Vec::new(),
         }
     }
@@ -135,6 +137,43 @@ impl Default for RawUring {
     }
 }
 
+/// `[media.dpdk]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDpdk {
+    pub main_core: i64,
+    pub hugepages: bool,
+    pub memory_mb: i64,
+    pub file_prefix: String,
+    pub vdevs: Vec<String>,
+    pub pci_allow: Vec<String>,
+    pub eal_args: Vec<String>,
+    pub rx_desc: i64,
+    pub tx_desc: i64,
+    pub mbufs: i64,
+    pub mbuf_cache: i64,
+    pub exception_tap: bool,
+}
+
+impl Default for RawDpdk {
+    fn default() -> Self {
+        RawDpdk {
+            main_core: defaults::DPDK_MAIN_CORE,
+            hugepages: true,
+            memory_mb: defaults::DPDK_MEMORY_MB,
+            file_prefix: defaults::DPDK_FILE_PREFIX.to_string(),
+            vdevs: Vec::new(),
+            pci_allow: Vec::new(),
+            eal_args: Vec::new(),
+            rx_desc: defaults::DPDK_DESC,
+            tx_desc: defaults::DPDK_DESC,
+            mbufs: 0,
+            mbuf_cache: defaults::DPDK_MBUF_CACHE,
+            exception_tap: true,
+        }
+    }
+}
+
 /// One `[[media.ports]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +182,14 @@ pub struct RawPort {
     pub bind: String,
     #[serde(default = "default_port_count")]
     pub count: i64,
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub gateway_mac: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<i64>,
+    #[serde(default)]
+    pub prefix_len: Option<i64>,
 }
 
 fn default_port_count() -> i64 {

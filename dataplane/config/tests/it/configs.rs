@@ -86,10 +86,12 @@ fn lab_toml_is_the_lab_session() {
                 rcvbuf_bytes: 4_194_304,
                 sndbuf_bytes: 4_194_304,
             },
+            dpdk: popmesh_config::DpdkConfig::default(),
             ports: vec![PortConfig {
                 name: "lab".to_string(),
                 bind: addr("127.0.0.1:40000"),
                 count: 1,
+                l2: None,
             }],
         },
         sessions: vec![SessionConfig {

@@ -412,6 +412,7 @@ fn build_config(seed: ConfigSeed) -> Config {
                 name: format!("{}{i}", seed.name),
                 bind: SocketAddr::new(ip, 1000 + 5000 * i as u16 + seed.start),
                 count: seed.count,
+                l2: None,
             }
         })
         .collect();
@@ -516,6 +517,7 @@ fn build_config(seed: ConfigSeed) -> Config {
                 rcvbuf_bytes: uring.4,
                 sndbuf_bytes: uring.5,
             },
+            dpdk: popmesh_config::DpdkConfig::default(),
             ports,
         },
         sessions,

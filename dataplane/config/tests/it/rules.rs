@@ -148,17 +148,165 @@ fn log_level_is_not_blank_and_format_is_text_or_json() {
 // --- media ----------------------------------------------------------------------------------
 
 #[test]
-fn backend_is_uring_or_mem() {
+fn backend_is_uring_dpdk_or_mem() {
     assert_eq!(
         ok(&media("backend = \"mem\"")).media.backend,
         BackendKind::Mem
     );
     assert_invalid(
-        &media("backend = \"dpdk\""),
+        &media("backend = \"xdp\""),
         "media.backend",
-        "\"dpdk\"",
-        "must be \"uring\" or \"mem\"",
+        "\"xdp\"",
+        "must be \"uring\", \"dpdk\" or \"mem\"",
     );
+}
+
+// --- dpdk -----------------------------------------------------------------------------------
+
+/// A dpdk document: `[media]` + `[media.dpdk]` extras and one L2 port with `port_extra` lines.
+fn dpdk(dpdk_extra: &str, port_extra: &str) -> String {
+    format!(
+        "[media]\nbackend = \"dpdk\"\ncores = [1]\n[media.dpdk]\nvdevs = [\"net_ring0\"]\n{dpdk_extra}\n\
+         [[media.ports]]\nname = \"pub\"\nbind = \"10.0.1.1:40000\"\n{port_extra}\n"
+    )
+}
+
+const L2: &str = "device = \"net_ring0\"\ngateway_mac = \"02:00:00:00:00:02\"";
+
+#[test]
+fn dpdk_ports_need_device_and_gateway_and_own_their_ip() {
+    let config = ok(&format!(
+        "{}\n[[sessions]]\nname = \"s\"\ningress = \"10.0.1.1:45000\"\nsubscribers = [\"10.0.2.2:5000\"]\n",
+        dpdk("", L2)
+    ));
+    let l2 = config.media.ports[0]
+        .l2
+        .as_ref()
+        .expect("dpdk port has l2 settings");
+    assert_eq!(l2.device, "net_ring0");
+    assert_eq!(l2.gateway_mac, [2, 0, 0, 0, 0, 2]);
+    assert_eq!((l2.mtu, l2.prefix_len), (1500, 24));
+    // Any UDP port of the port's IP is an ingress.
+    assert_eq!(config.sessions[0].ingress_port, 0);
+    assert_eq!(
+        Config::from_toml(&config.to_toml().expect("to_toml")).expect("reload"),
+        config
+    );
+
+    assert_invalid(
+        &dpdk("", "gateway_mac = \"02:00:00:00:00:02\""),
+        "media.ports[0].device",
+        "(missing)",
+        "is required with media.backend = \"dpdk\"",
+    );
+    assert_invalid(
+        &dpdk("", "device = \"net_ring0\""),
+        "media.ports[0].gateway_mac",
+        "(missing)",
+        "is required",
+    );
+    assert_invalid(
+        &dpdk(
+            "",
+            "device = \"net_ring0\"\ngateway_mac = \"02:00:00:00:00\"",
+        ),
+        "media.ports[0].gateway_mac",
+        "\"02:00:00:00:00\"",
+        "is not a MAC address",
+    );
+    assert_invalid(
+        &dpdk(
+            "",
+            "device = \"net_ring0,x=1\"\ngateway_mac = \"02:00:00:00:00:02\"",
+        ),
+        "media.ports[0].device",
+        "\"net_ring0,x=1\"",
+        "must be a bare device name",
+    );
+    assert_invalid(
+        &dpdk("", &format!("{L2}\ncount = 2")),
+        "media.ports[0].count",
+        "2",
+        "must be 1 with media.backend = \"dpdk\"",
+    );
+    assert_invalid(
+        &dpdk("", &format!("{L2}\nmtu = 20000")),
+        "media.ports[0].mtu",
+        "20000",
+        "must be in 68..=9216",
+    );
+    assert_invalid(
+        &format!("{}\n[[media.ports]]\nname = \"b\"\nbind = \"10.0.1.1:1\"\ndevice = \"net_ring1\"\ngateway_mac = \"02:00:00:00:00:02\"\n", dpdk("", L2)),
+        "media.ports[1].bind",
+        "\"10.0.1.1:1\"",
+        "overlaps media.ports[0]",
+    );
+    assert_invalid(
+        &format!(
+            "{}\n[[media.ports]]\nname = \"b\"\nbind = \"10.0.2.1:1\"\n{L2}\n",
+            dpdk("", L2)
+        ),
+        "media.ports[1].device",
+        "\"net_ring0\"",
+        "is already the device of media.ports[0]",
+    );
+    assert_invalid(
+        &format!("[[media.ports]]\nname = \"a\"\nbind = \"127.0.0.1:4000\"\n{L2}"),
+        "media.ports[0].device",
+        "(set)",
+        "is only used with media.backend = \"dpdk\"",
+    );
+}
+
+#[test]
+fn dpdk_environment_rules() {
+    let config = ok(&dpdk(
+        "hugepages = false\nmemory_mb = 256\npci_allow = [\"0000:03:00.0\"]\nmbufs = 4095",
+        L2,
+    ));
+    let d = &config.media.dpdk;
+    assert!(!d.hugepages);
+    assert_eq!((d.memory_mb, d.mbufs), (256, 4095));
+    assert_eq!(d.pool_size(2, 2, 32), 4095, "an explicit mbufs wins");
+    assert_invalid(
+        &dpdk("main_core = 1", L2),
+        "media.dpdk.main_core",
+        "1",
+        "is also media.cores[0]",
+    );
+    assert_invalid(
+        &dpdk("rx_desc = 1000", L2),
+        "media.dpdk.rx_desc",
+        "1000",
+        "must be a power of two",
+    );
+    assert_invalid(
+        &dpdk("pci_allow = [\"03:00\"]", L2),
+        "media.dpdk.pci_allow[0]",
+        "\"03:00\"",
+        "is not a PCI address",
+    );
+    assert_invalid(
+        &dpdk("file_prefix = \"a b\"", L2),
+        "media.dpdk.file_prefix",
+        "\"a b\"",
+        "must be 1..=32 characters",
+    );
+    assert_invalid(
+        &dpdk("mbufs = 10", L2),
+        "media.dpdk.mbufs",
+        "10",
+        "must be 0 (sized by rule)",
+    );
+}
+
+#[test]
+fn dpdk_pool_size_follows_the_stated_rule() {
+    let d = popmesh_config::DpdkConfig::default();
+    // 2 ports x 2 workers x (1024 + 2 x 1024) + 2 x (256 + 4 x 32) + 1024 = 14080 -> 16383.
+    assert_eq!(d.pool_size(2, 2, 32), 16_383);
+    // 1 x 1 x 3072 + 384 + 1024 = 4480 -> 8191.
+    assert_eq!(d.pool_size(1, 1, 32), 8191);
 }
 
 #[test]
