@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Debian packages the build, tests and perf scripts use.
-APT_PACKAGES=(pkg-config procps iproute2 util-linux curl iputils-ping)
+APT_PACKAGES=(pkg-config procps iproute2 util-linux curl iputils-ping nftables ethtool)
 # DPDK (22.11 LTS in bookworm) for the kernel-bypass backend, and libclang for its bindgen.
 # POPMESH_NO_DPDK=1 skips them: the workspace then builds and tests without the DPDK backend.
 if [[ ${POPMESH_NO_DPDK:-0} != 1 ]]; then

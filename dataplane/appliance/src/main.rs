@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use popmesh_config::{Config, LogFormat};
+use popmesh_config::{BackendKind, Config, LogFormat};
 use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable, Target};
 
 /// Exit status for a configuration the daemon refuses (EX_USAGE in sysexits.h).
@@ -99,10 +99,11 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             );
         }
     }
-    if cfg.media.backend == popmesh_config::BackendKind::Dpdk {
+    if cfg.media.backend == BackendKind::Dpdk && !popmesh_media_dpdk::AVAILABLE {
         anyhow::bail!(
-            "media.backend: \"dpdk\": this build of popmesh-dataplane has no DPDK backend yet; \
-             use \"uring\""
+            "media.backend: \"dpdk\": this build of popmesh-dataplane has no DPDK backend \
+             (DPDK was not found when it was compiled); install dpdk-dev and libdpdk-dev \
+             (22.11 or newer) and rebuild, or use \"uring\""
         );
     }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
@@ -164,7 +165,12 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("admin.listen: cannot bind {}", cfg.admin.listen))?;
     admin_listener.set_nonblocking(true)?;
 
-    let mut workers = workers::Workers::start(&cfg, table.reader(), clock)?;
+    let mut plan = match cfg.media.backend {
+        BackendKind::Mem => workers::BackendPlan::Mem,
+        BackendKind::Uring => workers::BackendPlan::Uring,
+        BackendKind::Dpdk => dpdk_plan(&cfg)?,
+    };
+    let mut workers = workers::Workers::start(&cfg, table.reader(), clock, &mut plan)?;
     tracing::info!(
         workers = workers.info.len(),
         cores = ?cfg.media.cores,
@@ -214,10 +220,25 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             "final counters"
         );
     }
+    // Ports and EAL go only after every worker is gone.
+    drop(plan);
     // The table outlives the workers: dropping the writer first would end their loops early.
     drop(table);
     served.context("admin server")?;
     Ok(())
+}
+
+/// EAL, the packet pool, the ports and their exception TAPs, before any worker starts.
+#[cfg(popmesh_dpdk)]
+fn dpdk_plan(cfg: &Config) -> anyhow::Result<workers::BackendPlan> {
+    let env = popmesh_media_dpdk::DpdkEnv::start(cfg).context("setting up DPDK")?;
+    Ok(workers::BackendPlan::Dpdk(env))
+}
+
+#[cfg(not(popmesh_dpdk))]
+fn dpdk_plan(_cfg: &Config) -> anyhow::Result<workers::BackendPlan> {
+    // `load` refuses `backend = "dpdk"` in builds without DPDK.
+    anyhow::bail!("this build of popmesh-dataplane has no DPDK backend")
 }
 
 async fn shutdown_signal() {

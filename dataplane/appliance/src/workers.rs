@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context};
-use popmesh_config::{BackendKind, Config};
+use popmesh_config::Config;
 use popmesh_media::flow::FlowReaderFactory;
 use popmesh_media::mem::{mem_backend, MemHandle};
 use popmesh_media::worker::{self, Exit, IdlePolicy};
@@ -68,13 +68,50 @@ pub struct Workers {
     pub mem: Vec<MemHandle>,
 }
 
+/// How a worker thread opens its backend once it is pinned: everything it needs, moved in.
+pub enum BackendPlan {
+    /// In-memory rings (tests).
+    Mem,
+    /// io_uring sockets on every configured address.
+    Uring,
+    /// DPDK queues prepared by [`popmesh_media_dpdk::DpdkEnv`].
+    #[cfg(popmesh_dpdk)]
+    Dpdk(popmesh_media_dpdk::DpdkEnv),
+}
+
+impl std::fmt::Debug for BackendPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendPlan::Mem => "Mem",
+            BackendPlan::Uring => "Uring",
+            #[cfg(popmesh_dpdk)]
+            BackendPlan::Dpdk(_) => "Dpdk",
+        })
+    }
+}
+
+/// What each spawned worker shares with the others.
+struct Shared {
+    flows: FlowReaderFactory,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+    idle: IdlePolicy,
+    burst: usize,
+    clock: Clock,
+}
+
 impl Workers {
     /// Starts one pinned worker per configured core and waits until every backend is open.
     ///
     /// # Errors
-    /// The first backend that fails to open (socket bind, io_uring setup); workers already
-    /// started are stopped before returning.
-    pub fn start(cfg: &Config, flows: FlowReaderFactory, clock: Clock) -> anyhow::Result<Self> {
+    /// The first backend that fails to open (socket bind, io_uring setup, EAL registration);
+    /// workers already started are stopped before returning.
+    pub fn start(
+        cfg: &Config,
+        flows: FlowReaderFactory,
+        clock: Clock,
+        plan: &mut BackendPlan,
+    ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let addrs: Vec<SocketAddr> = cfg.port_addrs();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
@@ -84,7 +121,8 @@ impl Workers {
             stop: Arc::clone(&stop),
             mem: Vec::new(),
         };
-        for (index, &core) in cfg.media.cores.iter().enumerate() {
+        let media = &cfg.media;
+        for (index, &core) in media.cores.iter().enumerate() {
             let info = Arc::new(WorkerInfo {
                 index,
                 core,
@@ -93,87 +131,53 @@ impl Workers {
                 state: AtomicU8::new(State::Starting as u8),
             });
             workers.info.push(Arc::clone(&info));
-            let media = cfg.media.clone();
-            let flows = flows.clone();
-            let stop = Arc::clone(&stop);
-            let ready = ready_tx.clone();
-            let addrs = addrs.clone();
-            let mem = match media.backend {
-                BackendKind::Mem => Some(mem_backend(Framing::Datagram, 4096)),
-                BackendKind::Uring | BackendKind::Dpdk => None,
+            let shared = Shared {
+                flows: flows.clone(),
+                stop: Arc::clone(&stop),
+                ready: ready_tx.clone(),
+                idle: IdlePolicy {
+                    spin_polls: media.idle.spin_polls,
+                    max_wait: media.idle.max_wait,
+                    coalesce: media.idle.coalesce,
+                },
+                burst: usize::from(media.burst),
+                clock,
             };
-            let mem_backend = mem.map(|(b, h)| {
-                workers.mem.push(h);
-                b
-            });
-            let handle = std::thread::Builder::new()
-                .name(format!("media-{index}"))
-                .spawn(move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        let _ = ready.send((index, Err(format!("cannot pin to CPU {core}"))));
-                        info.set(State::Exited);
-                        return;
-                    }
-                    let reader = flows.reader();
-                    let idle = IdlePolicy {
-                        spin_polls: media.idle.spin_polls,
-                        max_wait: media.idle.max_wait,
-                        coalesce: media.idle.coalesce,
+            let handle = match plan {
+                BackendPlan::Mem => {
+                    let (b, h) = mem_backend(Framing::Datagram, 4096);
+                    workers.mem.push(h);
+                    spawn(info, shared, PipelineConfig::datagram(), move || Ok(b))
+                }
+                BackendPlan::Uring => {
+                    let params = UringParams {
+                        ring_entries: media.uring.ring_entries,
+                        buffers: media.uring.buffers,
+                        buffer_size: media.uring.buffer_size,
+                        gso: media.uring.gso,
+                        rcvbuf_bytes: media.uring.rcvbuf_bytes,
+                        sndbuf_bytes: media.uring.sndbuf_bytes,
                     };
+                    let addrs = addrs.clone();
+                    spawn(info, shared, PipelineConfig::datagram(), move || {
+                        UringBackend::open(&params, &addrs).map_err(|e| e.to_string())
+                    })
+                }
+                #[cfg(popmesh_dpdk)]
+                BackendPlan::Dpdk(env) => {
+                    let queues = env
+                        .take_worker(index)
+                        .ok_or_else(|| anyhow!("no DPDK queues prepared for worker {index}"))?;
+                    let eal = env.eal();
                     let burst = usize::from(media.burst);
-                    let clock = move || clock.now_ns();
-                    let mut pipeline = Pipeline::new(PipelineConfig::datagram());
-                    let exit = match mem_backend {
-                        Some(mut b) => {
-                            let _ = ready.send((index, Ok(())));
-                            info.set(State::Running);
-                            loop_on(
-                                &mut b,
-                                &reader,
-                                &mut pipeline,
-                                &info,
-                                &stop,
-                                idle,
-                                burst,
-                                &clock,
-                            )
-                        }
-                        None => {
-                            let params = UringParams {
-                                ring_entries: media.uring.ring_entries,
-                                buffers: media.uring.buffers,
-                                buffer_size: media.uring.buffer_size,
-                                gso: media.uring.gso,
-                                rcvbuf_bytes: media.uring.rcvbuf_bytes,
-                                sndbuf_bytes: media.uring.sndbuf_bytes,
-                            };
-                            match UringBackend::open(&params, &addrs) {
-                                Ok(mut b) => {
-                                    let _ = ready.send((index, Ok(())));
-                                    info.set(State::Running);
-                                    loop_on(
-                                        &mut b,
-                                        &reader,
-                                        &mut pipeline,
-                                        &info,
-                                        &stop,
-                                        idle,
-                                        burst,
-                                        &clock,
-                                    )
-                                }
-                                Err(e) => {
-                                    let _ = ready.send((index, Err(e.to_string())));
-                                    info.set(State::Exited);
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    info.set(State::Exited);
-                    tracing::info!(worker = index, core, ?exit, "media worker stopped");
-                })
-                .with_context(|| format!("spawning media worker {index}"))?;
+                    spawn(info, shared, env.pipeline_config(), move || {
+                        let reg = popmesh_media_dpdk::DpdkEnv::register_thread(&eal)
+                            .map_err(|e| format!("{e:#}"))?;
+                        Ok(popmesh_media_dpdk::DpdkBackend::new(queues, reg, burst))
+                    })
+                }
+            }
+            .with_context(|| format!("spawning media worker {index}"))?;
             workers.handles.push(handle);
         }
         drop(ready_tx);
@@ -203,6 +207,65 @@ impl Workers {
             let _ = h.join();
         }
     }
+}
+
+/// Spawns worker `info.index`: pins it, opens its backend with `open` on the pinned thread
+/// (so per-thread state such as an io_uring or an EAL lcore belongs to it), reports readiness
+/// and runs the loop until stopped.
+fn spawn<B, F>(
+    info: Arc<WorkerInfo>,
+    shared: Shared,
+    pipeline: PipelineConfig,
+    open: F,
+) -> std::io::Result<JoinHandle<()>>
+where
+    B: Backend,
+    F: FnOnce() -> Result<B, String> + Send + 'static,
+{
+    let index = info.index;
+    let core = info.core;
+    std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            let Shared {
+                flows,
+                stop,
+                ready,
+                idle,
+                burst,
+                clock,
+            } = shared;
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                let _ = ready.send((index, Err(format!("cannot pin to CPU {core}"))));
+                info.set(State::Exited);
+                return;
+            }
+            let mut backend = match open() {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = ready.send((index, Err(e)));
+                    info.set(State::Exited);
+                    return;
+                }
+            };
+            let reader = flows.reader();
+            let mut pipeline = Pipeline::new(pipeline);
+            let _ = ready.send((index, Ok(())));
+            info.set(State::Running);
+            let now = move || clock.now_ns();
+            let exit = loop_on(
+                &mut backend,
+                &reader,
+                &mut pipeline,
+                &info,
+                &stop,
+                idle,
+                burst,
+                &now,
+            );
+            info.set(State::Exited);
+            tracing::info!(worker = index, core, ?exit, "media worker stopped");
+        })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -16,6 +16,8 @@ pub fn repo_root() -> PathBuf {
 pub struct Daemon {
     pub child: Child,
     pub admin: SocketAddr,
+    /// Network namespace the daemon (and so its admin server) runs in.
+    pub netns: Option<String>,
 }
 
 impl Daemon {
@@ -27,8 +29,31 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn popmesh-dataplane");
-        let mut d = Daemon { child, admin };
+        let mut d = Daemon {
+            child,
+            admin,
+            netns: None,
+        };
         d.wait_ready(Duration::from_secs(20));
+        d
+    }
+
+    /// Starts the daemon inside network namespace `netns` (`ip netns exec` execs it, so the
+    /// child's pid is the daemon's).
+    pub fn start_in(netns: &str, config: &Path, admin: SocketAddr) -> Daemon {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, BIN, "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn popmesh-dataplane in a namespace");
+        let mut d = Daemon {
+            child,
+            admin,
+            netns: Some(netns.to_string()),
+        };
+        d.wait_ready(Duration::from_secs(30));
         d
     }
 
@@ -48,13 +73,9 @@ impl Daemon {
 
     pub fn try_get(&self, path: &str) -> Result<(u16, String), String> {
         let url = format!("http://{}{}", self.admin, path);
-        match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
-            Ok(r) => {
-                let code = r.status();
-                Ok((code, r.into_string().map_err(|e| e.to_string())?))
-            }
-            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
-            Err(e) => Err(e.to_string()),
+        match &self.netns {
+            Some(ns) => crate::netns::in_netns(ns, move || http_get(&url)),
+            None => http_get(&url),
         }
     }
 
@@ -87,6 +108,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn http_get(url: &str) -> Result<(u16, String), String> {
+    match ureq::get(url).timeout(Duration::from_secs(5)).call() {
+        Ok(r) => {
+            let code = r.status();
+            Ok((code, r.into_string().map_err(|e| e.to_string())?))
+        }
+        Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
