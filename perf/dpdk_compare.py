@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import struct
 import subprocess
@@ -100,12 +101,17 @@ def run_testpmd(mode, pcap, args):
         "--stats-period", "1",
         "-a",
     ]
-    # testpmd runs until its stdin closes: keep it open for the duration.
+    # With --stats-period testpmd prints rates every second until SIGINT.
     with subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as p:
         time.sleep(args.duration)
-        out, _ = p.communicate(input="\n", timeout=30)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
     rates = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
     # Drop the first two seconds (start-up, caches) and the last (partial).
     steady = rates[2:-1] if len(rates) > 4 else rates
