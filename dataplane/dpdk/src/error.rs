@@ -9,9 +9,7 @@ pub enum SetupError {
     #[error(
         "DPDK EAL failed to start with `{args}`{}",
         if *hugepages {
-            ": if it cannot get memory, reserve hugepages (tools/hugepages.sh, or \
-             echo 512 > /proc/sys/vm/nr_hugepages and mount hugetlbfs) or set \
-             media.dpdk.hugepages = false"
+            " (for hugepages run tools/hugepages.sh, or set media.dpdk.hugepages = false)"
         } else {
             ""
         }

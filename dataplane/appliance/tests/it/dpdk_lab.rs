@@ -203,3 +203,68 @@ fn af_xdp_lab_relays_fans_out_and_answers_arp_and_ping() {
 fn af_packet_lab_relays_fans_out_and_answers_arp_and_ping() {
     run_lab("net_af_packet", "pmk");
 }
+
+/// Runs the daemon on a DPDK config expected to fail set-up; returns (exit code, stderr).
+fn failing_start(name: &str, dpdk: &str, device: &str) -> (Option<i32>, String) {
+    let path = write_config(
+        name,
+        &format!(
+            r#"
+[admin]
+listen = "127.0.0.1:0"
+[media]
+backend = "dpdk"
+cores = [1]
+[media.dpdk]
+main_core = 0
+file_prefix = "popmesh-reject-{pid}"
+{dpdk}
+[[media.ports]]
+name = "p0"
+bind = "10.203.0.1:40000"
+device = "{device}"
+gateway_mac = "02:00:00:00:00:fe"
+"#,
+            pid = std::process::id()
+        ),
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run popmesh-dataplane");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dpdk_setup_errors_say_how_to_fix_them() {
+    if !netns::can_run_labs("dpdk_setup_errors") {
+        return;
+    }
+    // A device that is not among the probed ports: named, with what DPDK has instead.
+    let (code, stderr) = failing_start(
+        "dpdk-absent.toml",
+        "hugepages = false\nmemory_mb = 128\nvdevs = [\"net_null0\"]\nexception_tap = false",
+        "net_null9",
+    );
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("media.ports[0].device: no DPDK port named \"net_null9\" (DPDK has: net_null0)")
+            && stderr.contains("media.dpdk.vdevs"),
+        "stderr: {stderr}"
+    );
+    // More packet memory than the reserved hugepages hold: the hint says how to get them.
+    let (code, stderr) = failing_start(
+        "dpdk-hugepages.toml",
+        "hugepages = true\nmemory_mb = 1000000\nvdevs = [\"net_null0\"]\nexception_tap = false",
+        "net_null0",
+    );
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("DPDK EAL failed to start") && stderr.contains("tools/hugepages.sh"),
+        "stderr: {stderr}"
+    );
+}
