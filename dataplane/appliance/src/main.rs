@@ -183,6 +183,11 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         flows: table.reader(),
         max_flows: u64::from(cfg.media.max_flows),
         clock,
+        #[cfg(popmesh_dpdk)]
+        dpdk: match &plan {
+            workers::BackendPlan::Dpdk(env) => Some(env.port_set()),
+            _ => None,
+        },
     };
     let state = admin::Admin {
         config: Arc::clone(&cfg),

@@ -32,6 +32,98 @@ pub struct MediaCollector {
     pub max_flows: u64,
     /// Clock shared with the workers (ns since start).
     pub clock: Clock,
+    /// DPDK ports, TAPs and packet pool, with `media.backend = "dpdk"`.
+    #[cfg(popmesh_dpdk)]
+    pub dpdk: Option<Arc<popmesh_media_dpdk::PortSet>>,
+}
+
+/// Device counters of DPDK ports and their exception TAPs, and the packet pool.
+#[cfg(popmesh_dpdk)]
+fn encode_dpdk(
+    enc: &mut DescriptorEncoder<'_>,
+    set: &popmesh_media_dpdk::PortSet,
+) -> Result<(), std::fmt::Error> {
+    use popmesh_dpdk::PortStats;
+    let ports = set.ports();
+    let label = |i: usize, kind: &'static str| -> Labels {
+        let p = &ports[i];
+        vec![
+            ("port", p.name.clone()),
+            ("device", p.device.clone()),
+            ("kind", kind.to_string()),
+        ]
+    };
+    let mut rows: Vec<(Labels, PortStats)> = Vec::new();
+    rows.extend(
+        set.port_stats()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (label(i, "media"), s)),
+    );
+    rows.extend(
+        set.tap_stats()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (label(i, "exception_tap"), s)),
+    );
+    type Field = fn(&PortStats) -> u64;
+    let fields: [(&str, &str, Field); 8] = [
+        (
+            "popmesh_dpdk_port_rx_packets",
+            "Packets the device received.",
+            |s| s.ipackets,
+        ),
+        (
+            "popmesh_dpdk_port_tx_packets",
+            "Packets the device sent.",
+            |s| s.opackets,
+        ),
+        (
+            "popmesh_dpdk_port_rx_bytes",
+            "Bytes the device received.",
+            |s| s.ibytes,
+        ),
+        (
+            "popmesh_dpdk_port_tx_bytes",
+            "Bytes the device sent.",
+            |s| s.obytes,
+        ),
+        (
+            "popmesh_dpdk_port_rx_missed",
+            "Packets the device dropped because its receive ring was full (imissed): the \
+             workers do not keep up; add media cores or raise media.dpdk.rx_desc.",
+            |s| s.imissed,
+        ),
+        (
+            "popmesh_dpdk_port_rx_nombuf",
+            "Receive failures for want of a free mbuf: the packet pool is too small \
+             (media.dpdk.mbufs) or mbufs leak.",
+            |s| s.rx_nombuf,
+        ),
+        (
+            "popmesh_dpdk_port_rx_errors",
+            "Erroneous packets received (ierrors).",
+            |s| s.ierrors,
+        ),
+        (
+            "popmesh_dpdk_port_tx_errors",
+            "Failed transmissions (oerrors).",
+            |s| s.oerrors,
+        ),
+    ];
+    for (name, help, f) in fields {
+        counter(enc, name, help, rows.iter().map(|(l, s)| (l.clone(), f(s))))?;
+    }
+    let (capacity, in_use) = set.pool_usage();
+    gauge(
+        enc,
+        "popmesh_dpdk_pool_mbufs",
+        "Mbufs of the packet pool, by state (capacity from media.dpdk.mbufs or its sizing rule).",
+        [
+            (vec![("state", "capacity".to_string())], f64::from(capacity)),
+            (vec![("state", "in_use".to_string())], f64::from(in_use)),
+        ],
+    )
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -161,6 +253,11 @@ impl Collector for MediaCollector {
                 .iter()
                 .map(|i| (w(i), f64::from(u8::from(i.state() == State::Running)))),
         )?;
+
+        #[cfg(popmesh_dpdk)]
+        if let Some(set) = &self.dpdk {
+            encode_dpdk(&mut enc, set)?;
+        }
 
         let reader = self.flows.reader();
         let Some(table) = reader.enter() else {

@@ -31,7 +31,7 @@ pub use eal_args::{eal_args, tap_names, TapNames};
 #[cfg(popmesh_dpdk)]
 pub use error::SetupError;
 #[cfg(popmesh_dpdk)]
-pub use setup::{DpdkEnv, PortInfo};
+pub use setup::{DpdkEnv, PortInfo, PortSet};
 
 /// Whether this build has the DPDK backend (DPDK was found when it was compiled).
 pub const AVAILABLE: bool = cfg!(popmesh_dpdk);

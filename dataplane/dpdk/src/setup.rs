@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
+use std::sync::Arc;
 
 use popmesh_config::{format_mac, Config};
 use popmesh_dpdk::{Eal, Mempool, Port, PortConfig as DevConfig, PortStats, ThreadRegistration};
@@ -45,14 +46,43 @@ pub struct PortInfo {
 pub struct DpdkEnv {
     // Field order is drop order: queues and ports before the pool, everything before EAL.
     workers: Vec<Option<WorkerQueues>>,
+    set: Arc<PortSet>,
+    egress: Vec<Egress>,
+    media_ports: std::ops::RangeInclusive<u16>,
+    eal: Eal,
+}
+
+/// The ports, their TAPs and the packet pool, shareable with the metrics exporter (device
+/// counters may be read from any thread while the workers own the queues).
+#[derive(Debug)]
+pub struct PortSet {
     ports: Vec<Port>,
     taps: Vec<Port>,
     infos: Vec<PortInfo>,
-    egress: Vec<Egress>,
-    media_ports: std::ops::RangeInclusive<u16>,
     pool: Mempool,
     pool_size: u32,
-    eal: Eal,
+}
+
+impl PortSet {
+    /// The media ports as set up, in PortId order.
+    pub fn ports(&self) -> &[PortInfo] {
+        &self.infos
+    }
+
+    /// Device counters of every media port, in PortId order.
+    pub fn port_stats(&self) -> Vec<PortStats> {
+        self.ports.iter().map(Port::stats).collect()
+    }
+
+    /// Device counters of every exception TAP, in PortId order.
+    pub fn tap_stats(&self) -> Vec<PortStats> {
+        self.taps.iter().map(Port::stats).collect()
+    }
+
+    /// Mbufs in the packet pool (configured or from the sizing rule) and how many are in use.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        (self.pool_size, self.pool.in_use())
+    }
 }
 
 /// Size of a packet buffer for ports whose largest IP packet is `mtu`: a whole frame fits one
@@ -260,9 +290,13 @@ impl DpdkEnv {
         }
         Ok(DpdkEnv {
             workers: workers_q.into_iter().map(Some).collect(),
-            ports,
-            taps,
-            infos,
+            set: Arc::new(PortSet {
+                ports,
+                taps,
+                infos,
+                pool,
+                pool_size,
+            }),
             egress,
             media_ports: cfg
                 .media
@@ -270,8 +304,6 @@ impl DpdkEnv {
                 .clone()
                 // No range configured: no UDP port is media without a flow (an empty range).
                 .unwrap_or(std::ops::RangeInclusive::new(1, 0)),
-            pool,
-            pool_size,
             eal,
         })
     }
@@ -309,22 +341,17 @@ impl DpdkEnv {
 
     /// The ports as set up, in PortId order.
     pub fn ports(&self) -> &[PortInfo] {
-        &self.infos
+        self.set.ports()
     }
 
-    /// Mbufs in the packet pool (configured or from the sizing rule) and how many are in use.
+    /// Mbufs in the packet pool and how many are in use.
     pub fn pool_usage(&self) -> (u32, u32) {
-        (self.pool_size, self.pool.in_use())
+        self.set.pool_usage()
     }
 
-    /// Device counters of every media port, in PortId order.
-    pub fn port_stats(&self) -> Vec<PortStats> {
-        self.ports.iter().map(Port::stats).collect()
-    }
-
-    /// Device counters of every exception TAP, in PortId order.
-    pub fn tap_stats(&self) -> Vec<PortStats> {
-        self.taps.iter().map(Port::stats).collect()
+    /// The ports, TAPs and pool, for the metrics exporter.
+    pub fn port_set(&self) -> Arc<PortSet> {
+        Arc::clone(&self.set)
     }
 }
 

@@ -184,6 +184,15 @@ fn run_lab(driver: &str, tag: &str) {
         tx >= f64::from(PACKETS) * 3.0,
         "{driver}: popmesh_media_tx_packets_total = {tx}"
     );
+    let wire_tx = metric_sum(
+        &metrics,
+        "popmesh_dpdk_port_tx_packets_total",
+        &[("port", "view"), ("kind", "media")],
+    );
+    assert!(
+        wire_tx >= f64::from(PACKETS) * 3.0,
+        "{driver}: view port device tx counter = {wire_tx}"
+    );
     let to_kernel = metric_sum(&metrics, "popmesh_dpdk_exceptions_to_kernel_total", &[]);
     let to_wire = metric_sum(&metrics, "popmesh_dpdk_kernel_to_wire_total", &[]);
     assert!(
