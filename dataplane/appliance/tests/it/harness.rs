@@ -40,6 +40,7 @@ impl Daemon {
 
     /// Starts the daemon inside network namespace `netns` (`ip netns exec` execs it, so the
     /// child's pid is the daemon's).
+    #[cfg_attr(not(popmesh_dpdk), allow(dead_code))]
     pub fn start_in(netns: &str, config: &Path, admin: SocketAddr) -> Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", netns, BIN, "--config"])

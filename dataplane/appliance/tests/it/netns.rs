@@ -14,6 +14,8 @@
 //! or ping there (AF_PACKET sockets still get every frame; they tap in before the hook), and
 //! every answer must come through the appliance's exception path.
 
+#![cfg_attr(not(popmesh_dpdk), allow(dead_code))]
+
 use std::fs::File;
 use std::process::Command;
 
