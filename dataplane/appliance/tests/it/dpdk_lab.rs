@@ -14,58 +14,17 @@ const PAYLOAD: usize = 1_000;
 const SSRC: u32 = 0x0bad_cafe;
 const VIEW_PORTS: [u16; 3] = [5000, 5001, 5002];
 
-fn config(lab: &Lab, driver: &str, prefix: &str) -> String {
-    let (pub_dev, view_dev) = (format!("{driver}0"), format!("{driver}1"));
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:9100"
-
-[media]
-backend = "dpdk"
-cores = [1]
-burst = 32
-
-[media.idle]
-spin_polls = 2000
-max_wait = "100us"
-
-[media.dpdk]
-main_core = 0
-memory_mb = 256
-file_prefix = "{prefix}"
-vdevs = ["{pub_dev},iface={pub_if}", "{view_dev},iface={view_if}"]
-rx_desc = 512
-tx_desc = 512
-
-[[media.ports]]
-name = "pub"
-bind = "{app_pub}:40000"
-device = "{pub_dev}"
-gateway_mac = "02:00:00:00:01:02"
-
-[[media.ports]]
-name = "view"
-bind = "{app_view}:40000"
-device = "{view_dev}"
-gateway_mac = "{view_mac}"
-
-[[sessions]]
-name = "room-1"
-ingress = "{app_pub}:40000"
-subscribers = [
-  {{ addr = "{viewer}:5000", egress = "view" }},
-  {{ addr = "{viewer}:5001", egress = "view" }},
-  {{ addr = "{viewer}:5002", egress = "view" }},
-]
-"#,
-        pub_if = lab.app_pub_if,
-        view_if = lab.app_view_if,
-        app_pub = netns::APPLIANCE_PUB,
-        app_view = netns::APPLIANCE_VIEW,
-        viewer = netns::VIEWER,
-        view_mac = netns::VIEW_MAC,
-    )
+/// `configs/dpdk-veth.toml`, the example operators read, adapted to this lab: its names are
+/// those of the `pmx` lab with net_af_xdp; other labs swap in their tag, driver and prefix.
+fn config(tag: &str, driver: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("configs/dpdk-veth.toml"))
+        .expect("read configs/dpdk-veth.toml");
+    text.replace("net_af_xdp", driver)
+        .replace("iface=pmx", &format!("iface={tag}"))
+        .replace(
+            "file_prefix = \"popmesh\"",
+            &format!("file_prefix = \"popmesh-lab-{tag}\""),
+        )
 }
 
 fn ping(ns: &str, addr: &str) -> bool {
@@ -83,16 +42,17 @@ fn run_lab(driver: &str, tag: &str) {
         return;
     }
     let lab = Lab::create(tag);
-    let path = write_config(
-        &format!("dpdk-lab-{driver}.toml"),
-        &config(&lab, driver, &format!("popmesh-lab-{tag}")),
-    );
+    let path = write_config(&format!("dpdk-lab-{driver}.toml"), &config(tag, driver));
     let daemon = Daemon::start_in(&lab.app, &path, "127.0.0.1:9100".parse().expect("addr"));
 
     // The exception path: ARP and ICMP echo answered by the appliance's kernel through its TAP.
     assert!(
         ping(&lab.publ, netns::APPLIANCE_PUB),
         "ping from the publisher namespace to the appliance failed"
+    );
+    assert!(
+        ping(&lab.view, netns::APPLIANCE_VIEW),
+        "ping from the viewer namespace to the appliance failed"
     );
 
     let viewers: Vec<UdpSocket> = VIEW_PORTS
@@ -261,8 +221,9 @@ fn dpdk_setup_errors_say_how_to_fix_them() {
     );
     assert_eq!(code, Some(1), "stderr: {stderr}");
     assert!(
-        stderr.contains("media.ports[0].device: no DPDK port named \"net_null9\" (DPDK has: net_null0)")
-            && stderr.contains("media.dpdk.vdevs"),
+        stderr.contains(
+            "media.ports[0].device: no DPDK port named \"net_null9\" (DPDK has: net_null0)"
+        ) && stderr.contains("media.dpdk.vdevs"),
         "stderr: {stderr}"
     );
     // More packet memory than the reserved hugepages hold: the hint says how to get them.

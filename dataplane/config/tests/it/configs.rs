@@ -147,3 +147,26 @@ fn minimal_toml_is_one_port_with_defaults() {
         );
     }
 }
+
+#[test]
+fn dpdk_veth_toml_is_the_namespace_lab() {
+    let config = load("dpdk-veth.toml");
+    assert_eq!(config.media.backend, BackendKind::Dpdk);
+    assert_eq!(config.media.dpdk.main_core, 0);
+    assert_eq!(config.media.cores, vec![1]);
+    let devices: Vec<&str> = config
+        .media
+        .ports
+        .iter()
+        .map(|p| {
+            p.l2.as_ref()
+                .expect("dpdk ports have l2 settings")
+                .device
+                .as_str()
+        })
+        .collect();
+    assert_eq!(devices, ["net_af_xdp0", "net_af_xdp1"]);
+    let session = &config.sessions[0];
+    assert_eq!(session.ingress_port, 0);
+    assert!(session.subscribers.iter().all(|s| s.egress_port == 1));
+}

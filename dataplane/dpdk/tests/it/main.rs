@@ -2,8 +2,8 @@
 //! `DpdkEnv`, `DpdkBackend` and the shared pipeline, and the rewritten frames the port
 //! transmits are read back from the output capture and checked byte by byte.
 //!
-//! EAL initialises once per process, so this file holds one test (nextest runs each test in a
-//! process of its own).
+//! EAL initialises once per process, so each test initialises it once and the tests rely on
+//! nextest running every test in a process of its own (the README's test command does).
 #![cfg(popmesh_dpdk)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -239,5 +239,44 @@ fn pcap_port_relays_and_fans_out_with_rewritten_headers() {
             "full copies"
         }
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn more_workers_than_device_queues_is_refused_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("popmesh-dpdk-q-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("in.pcap");
+    write_pcap(&input, &[]);
+    // net_pcap offers one queue pair per capture file: one here, for two workers.
+    let cfg = Config::from_toml(&format!(
+        r#"
+        [media]
+        backend = "dpdk"
+        cores = [1, 2]
+        [media.dpdk]
+        hugepages = false
+        memory_mb = 128
+        file_prefix = "popmesh-dpdk-q-{pid}"
+        vdevs = ["net_pcap0,rx_pcap={input}"]
+        exception_tap = false
+        eal_args = ["--no-shconf", "--no-telemetry"]
+        [[media.ports]]
+        name = "p0"
+        bind = "10.0.0.1:40000"
+        device = "net_pcap0"
+        gateway_mac = "02:00:00:00:00:fe"
+        "#,
+        pid = std::process::id(),
+        input = input.display(),
+    ))
+    .expect("test config");
+    let err = DpdkEnv::start(&cfg).expect_err("two workers on a one-queue port");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("media.ports[0].device: port \"net_pcap0\" (net_pcap) offers 1 queue pair(s) but media.cores starts 2 workers"),
+        "{text}"
+    );
+    assert!(text.contains("use at most 1 media cores"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
