@@ -176,7 +176,10 @@ impl DpdkEnv {
                         rx_desc: d.rx_desc,
                         tx_desc: d.tx_desc,
                         rss: workers > 1,
-                        mtu: None,
+                        // Left at the device default (1500 on Ethernet) unless the port is
+                        // configured for something else, e.g. jumbo frames; a PMD that cannot
+                        // change it then fails set-up with DPDK's reason.
+                        mtu: (l2.mtu != 1500).then_some(l2.mtu),
                         promiscuous: false,
                         multi_seg_tx: info.multi_seg_tx,
                     },
