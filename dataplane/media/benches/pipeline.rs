@@ -3,8 +3,12 @@
 //! POP sees). Two framings: socket backends (decide only) and L2 frames (parse, rewrite,
 //! incremental checksums, and for fan-out a pooled copy per extra subscriber).
 //!
-//! `cargo bench -p popmesh-media --bench pipeline`; criterion reports time per burst and,
-//! through `Throughput::Elements(32)`, packets per second; ns/packet = time / 32.
+//! Every flow receives its own SSRC with consecutive sequence numbers, as from a real publisher.
+//!
+//! `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 cargo bench -p popmesh-media --bench pipeline` (the
+//! tunable gives the 1M-flow cases transparent huge pages where THP is `madvise` only);
+//! criterion reports time per burst and, through `Throughput::Elements(32)`, packets per second;
+//! ns/packet = time / 32.
 
 use std::cell::{OnceCell, RefCell};
 use std::hint::black_box;
@@ -24,10 +28,13 @@ const HOT_BURSTS: usize = 8;
 /// Buffers in the L2 cases' pool.
 const POOL_BUFFERS: usize = 1 << 17;
 /// Bursts prepared per timed batch in the L2 cases. Fixed and small so that (a) the pool never
-/// runs dry, which with criterion's growing `SmallInput` batches made `duplicate` allocate and
+/// runs dry, which with criterion's growing `SmallInput` batches made copies allocate and
 /// page-fault inside the measurement (most of the old fan-out figure), and (b) frames are as
 /// warm as a just-received burst, like the datagram cases' buffers.
 const L2_BATCH: u64 = 16;
+/// Offset of the RTP header in the L2 cases' frames (untagged Ethernet, IPv4 without options,
+/// UDP).
+const RTP_IN_FRAME: usize = 14 + 20 + 8;
 
 fn flow_dst(i: u32) -> SocketAddrV4 {
     SocketAddrV4::new(
@@ -68,7 +75,9 @@ fn table(flows: u32, fanout: u16) -> FlowTable {
     t
 }
 
-/// A buffer from a fixed pool, like an mbuf: duplicate takes a free buffer and copies.
+/// A buffer from a fixed pool, like an mbuf: `duplicate_headers` takes a free buffer and copies
+/// the whole frame (what the DPDK backend does when ports cannot send chained mbufs; the
+/// chained header copy is cheaper).
 struct PoolBuf {
     bytes: Vec<u8>,
     pool: Rc<RefCell<Vec<Vec<u8>>>>,
@@ -87,7 +96,7 @@ impl AsMut<[u8]> for PoolBuf {
 }
 
 impl PacketBuf for PoolBuf {
-    fn duplicate(&self) -> Option<Self> {
+    fn duplicate_headers(&mut self, _header_len: usize) -> Option<Self> {
         // Grows only while criterion's first batches fill up; then steady state, no allocation.
         let mut b = self
             .pool
@@ -128,16 +137,60 @@ struct Case {
     _table: FlowTable,
     reader: FlowReader,
     order: Vec<u32>,
+    /// Per position of `order`: how many earlier positions address the same flow, and how many
+    /// positions do in all. A packet at position `p` of pass `n` over `order` carries sequence
+    /// number `n * count + earlier`, so every flow sees consecutive sequence numbers, as from a
+    /// real publisher (random ones would measure RFC 3550's restart path instead).
+    seq: Vec<(u16, u16)>,
+}
+
+/// See [`Case::seq`].
+fn seq_plan(order: &[u32]) -> Vec<(u16, u16)> {
+    let mut seen = std::collections::HashMap::<u32, u16>::new();
+    let earlier: Vec<u16> = order
+        .iter()
+        .map(|i| {
+            let n = seen.entry(*i).or_insert(0);
+            *n += 1;
+            *n - 1
+        })
+        .collect();
+    order
+        .iter()
+        .zip(earlier)
+        .map(|(i, e)| (e, seen[i]))
+        .collect()
+}
+
+impl Case {
+    /// The RTP sequence number of the packet at running position `at` (not reduced mod POOL).
+    fn seq(&self, at: usize) -> u16 {
+        let (earlier, count) = self.seq[at % POOL];
+        ((at / POOL) as u16)
+            .wrapping_mul(count)
+            .wrapping_add(earlier)
+    }
+}
+
+/// Writes sequence number, timestamp (30 fps at 90 kHz) and SSRC into an RTP header.
+fn stamp(rtp: &mut [u8], seq: u16, ssrc: u32) {
+    if let Some(h) = rtp.get_mut(2..12) {
+        h[..2].copy_from_slice(&seq.to_be_bytes());
+        h[2..6].copy_from_slice(&u32::from(seq).wrapping_mul(3000).to_be_bytes());
+        h[6..].copy_from_slice(&ssrc.to_be_bytes());
+    }
 }
 
 impl Case {
     fn new(flows: u32, fanout: u16) -> Case {
         let t = table(flows, fanout);
         let reader = t.reader().reader();
+        let order = flow_order(flows);
         Case {
             _table: t,
             reader,
-            order: flow_order(flows),
+            seq: seq_plan(&order),
+            order,
         }
     }
 }
@@ -177,6 +230,9 @@ fn bench(c: &mut Criterion) {
                     let burst = &mut bursts[(at / BURST) % HOT_BURSTS];
                     for (k, pkt) in burst.pkts.iter_mut().enumerate() {
                         let i = case.order[(at + k) % POOL];
+                        // The flow's own SSRC and next sequence number, as its publisher sends
+                        // them (and as the L2 cases' frames carry them).
+                        stamp(&mut pkt.buf, case.seq(at + k), i);
                         pkt.src = SocketAddr::V4(flow_src(i));
                         pkt.dst = SocketAddr::V4(flow_dst(i));
                     }
@@ -187,7 +243,7 @@ fn bench(c: &mut Criterion) {
                     // Keep the packets for the next round; forget the decisions.
                     burst.tx.clear();
                     burst.exceptions.clear();
-                    at = (at + BURST) % POOL;
+                    at += BURST;
                 })
             });
 
@@ -241,6 +297,14 @@ fn bench(c: &mut Criterion) {
                                 .unwrap_or_else(|| Vec::with_capacity(2048));
                             bytes.clear();
                             bytes.extend_from_slice(&frames[(at + k) % POOL]);
+                            let i = case.order[(at + k) % POOL];
+                            // Untimed setup: the flow's next sequence number. The UDP checksum
+                            // goes stale; nothing here verifies it.
+                            stamp(
+                                bytes.get_mut(RTP_IN_FRAME..).unwrap_or_default(),
+                                case.seq(at + k),
+                                i,
+                            );
                             burst.pkts.push(Pkt::frame(
                                 PoolBuf {
                                     bytes,
@@ -249,7 +313,7 @@ fn bench(c: &mut Criterion) {
                                 0,
                             ));
                         }
-                        at = (at + BURST) % POOL;
+                        at += BURST;
                         burst
                     },
                     |burst| {

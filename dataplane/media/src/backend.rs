@@ -5,14 +5,16 @@
 //!
 //! 1. [`Backend::rx_burst`] appends received packets to `burst.pkts`;
 //! 2. the pipeline classifies them and fills `burst.tx` and `burst.exceptions` (it may append
-//!    duplicated packets to `burst.pkts` for fan-out on L2 backends);
+//!    per-subscriber copies to `burst.pkts` for fan-out on L2 backends, see
+//!    [`PacketBuf::duplicate_headers`]);
 //! 3. [`Backend::tx_burst`] sends `burst.tx`, hands `burst.exceptions` to the exception path and
 //!    takes back every buffer in `burst.pkts`, leaving the burst empty for the next turn.
 //!
 //! Socket backends ([`Framing::Datagram`]) carry the UDP payload in the buffer and the addresses
 //! as metadata; the kernel builds the headers on send, so the pipeline never touches the bytes and
 //! a fan-out sends one buffer to many addresses. L2 backends ([`Framing::Ethernet`]) carry whole
-//! frames; the pipeline rewrites headers in place and duplicates frames for fan-out.
+//! frames; the pipeline rewrites headers in place and, for fan-out, asks for copies whose headers
+//! are private and whose payload may be shared with the original.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,13 +38,30 @@ pub enum Framing {
 
 /// A packet buffer owned by a backend's pool.
 pub trait PacketBuf: AsRef<[u8]> + AsMut<[u8]> + Sized {
-    /// A copy for fan-out on L2 backends, or `None` when the pool is exhausted (the pipeline then
-    /// counts a `no_buffer` drop for that subscriber). Socket backends never get asked.
-    fn duplicate(&self) -> Option<Self>;
+    /// A copy for one more fan-out subscriber on L2 backends, with a private copy of the first
+    /// `header_len` bytes (Ethernet, IP and UDP headers) and the rest possibly shared, or `None`
+    /// when the pool is exhausted (the pipeline then counts a `no_buffer` drop for that
+    /// subscriber). Socket backends never get asked.
+    ///
+    /// Contract, so that a backend can chain a small header buffer to the original's payload
+    /// (a DPDK indirect mbuf) instead of copying the frame:
+    /// - the copy's `as_ref`/`as_mut` expose at least its first `header_len` bytes, equal to the
+    ///   original's first `header_len` bytes at the time of the call, and writable without
+    ///   affecting the original; the payload behind them is sent with the copy but need not be
+    ///   visible through `as_ref`/`as_mut`;
+    /// - afterwards the original is only guaranteed to expose and allow writes to its first
+    ///   `header_len` bytes (its `as_ref`/`as_mut` may return just that prefix), so a caller
+    ///   reads whatever it needs from the payload before the first call, and never writes past
+    ///   `header_len` in either buffer (the payload may be shared).
+    ///
+    /// `header_len` never exceeds the buffer's length. The pipeline makes the copies first and
+    /// rewrites the original last.
+    fn duplicate_headers(&mut self, header_len: usize) -> Option<Self>;
 }
 
 impl PacketBuf for Vec<u8> {
-    fn duplicate(&self) -> Option<Self> {
+    /// A full copy: the simplest way to meet the contract.
+    fn duplicate_headers(&mut self, _header_len: usize) -> Option<Self> {
         Some(self.clone())
     }
 }

@@ -14,6 +14,7 @@ pub mod drop;
 pub mod flow;
 pub mod mem;
 pub mod pipeline;
+mod rewrite;
 pub mod rtp_stats;
 pub mod stats;
 pub mod testkit;

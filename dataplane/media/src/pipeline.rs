@@ -4,8 +4,18 @@
 //! payloads with addresses as metadata: the pipeline only decides where each goes, and a fan-out
 //! is one buffer sent to many addresses. L2 backends ([`Framing::Ethernet`]) hand over frames:
 //! the pipeline parses Ethernet/802.1Q, IPv4 or IPv6 and UDP itself, punts what is not media to
-//! the exception queue, and rewrites MACs, addresses, ports and TTL in place with incremental
-//! checksum updates (RFC 1624), duplicating the frame for each extra subscriber.
+//! the exception queue, and rewrites MACs, addresses, ports and TTL in place with one RFC 1624
+//! delta per checksum (`rewrite.rs`). Each extra subscriber gets a copy whose headers are private
+//! and whose payload may be shared with the original ([`PacketBuf::duplicate_headers`]): the
+//! payload is read (RTP accounting) before the first copy, and nothing past the UDP header is
+//! written in any of them.
+//!
+//! Work on a chunk of up to 32 packets goes in passes, so that with a flow table far larger
+//! than the caches the cache misses of a whole burst overlap: build every key; hash them; load
+//! every key's index line; probe; load every found flow's hot lines (and, second level, fan-out
+//! target lists); then act on each packet, by now from the cache. Stable Rust has no prefetch
+//! without `unsafe`, so the load passes are plain loads kept short enough (a few instructions
+//! each) that a whole burst's worth fits in the CPU's reorder window.
 //!
 //! Nothing here allocates, locks, logs or reads a clock: time is the `now_ns` argument.
 
@@ -18,6 +28,7 @@ use popmesh_wire::{demux, ethernet, ipv4, ipv6, rtcp, rtp, udp};
 use crate::backend::{Burst, Framing, PacketBuf, Pkt, Tx};
 use crate::drop::DropReason;
 use crate::flow::{add, bump, Flow, FlowIndex, FlowKey, Target};
+use crate::rewrite::{EgressPlan, Layout, Plan};
 use crate::rtp_stats::to_rtp_units;
 use crate::stats::BurstCounts;
 
@@ -39,7 +50,7 @@ pub struct Egress {
 pub struct PipelineConfig {
     /// How the worker's backend frames packets.
     pub framing: Framing,
-    /// Per egress [`PortId`]: rewrite data (L2 only; may be empty for socket backends).
+    /// Per egress [`PortId`](crate::PortId): rewrite data (L2 only; may be empty for socket backends).
     pub egress: Vec<Egress>,
     /// UDP destination ports treated as media on L2 backends: a packet to one of them without a
     /// flow is a `no_flow` drop, other UDP goes to the exception path (the kernel).
@@ -61,6 +72,8 @@ impl PipelineConfig {
 #[derive(Debug)]
 pub struct Pipeline {
     cfg: PipelineConfig,
+    /// `cfg.egress` prepared for rewriting (source address words summed once).
+    egress: Vec<EgressPlan>,
     counts: BurstCounts,
     /// Sink for `Flow::touch` loads.
     touched: u64,
@@ -69,28 +82,11 @@ pub struct Pipeline {
 /// Packets handled per pass; bursts larger than this are processed in chunks.
 const CHUNK: usize = 32;
 
-/// Offsets and addresses found while classifying an L2 frame.
-#[derive(Clone, Copy, Debug)]
-struct L2Parsed {
-    l3: usize,
-    l4: usize,
-    v4: bool,
-    hop_limit: u8,
-    src: SocketAddr,
-    dst: SocketAddr,
-    /// IP total length (v4) or header + payload length (v6): the L3 size on the wire.
-    l3_len: usize,
-}
-
-enum Class {
-    Media(L2Parsed),
-    Exception,
-}
-
 impl Pipeline {
     /// A pipeline with the given setup.
     pub fn new(cfg: PipelineConfig) -> Self {
         Pipeline {
+            egress: cfg.egress.iter().map(EgressPlan::new).collect(),
             cfg,
             counts: BurstCounts::default(),
             touched: 0,
@@ -105,7 +101,9 @@ impl Pipeline {
     /// Processes every packet in `burst.pkts`, filling `burst.tx` and `burst.exceptions`, and
     /// returns this burst's counts (reset on every call). Dropped packets stay in `burst.pkts`
     /// with no `Tx`; the backend reclaims them.
-    // ~29 ns/pkt at burst 32 (datagram relay, 1k flows; ~180 at 1M), ~95 (ethernet relay; ~380 at 1M): benches/pipeline.rs, 2-vCPU EPYC VM.
+    // ns/pkt at burst 32, 1k / 1M flows (benches/pipeline.rs, 2-vCPU EPYC VM, THP via
+    // GLIBC_TUNABLES=glibc.malloc.hugetlb=1): datagram relay ~27 / ~62, fan-out 8 ~42 / ~205;
+    // ethernet relay ~63 / ~116, fan-out 8 ~357 / ~512 (full-frame pool copies).
     pub fn process<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -126,10 +124,11 @@ impl Pipeline {
         &self.counts
     }
 
-    /// Socket framing, in three passes over the chunk: look every key up, load every flow's
-    /// hot lines, then act. Each pass's loads are independent across packets, so with a table
-    /// far larger than the caches the misses of a whole burst overlap instead of queueing.
-    // ~29 ns/pkt at burst 32 (relay, 1k flows), ~180 (relay, 1M), ~370 (fan-out 8, 1M).
+    /// Socket framing, in passes over the chunk: build every key, look them all up
+    /// ([`FlowIndex::get_many`]: hash and load every index line, then probe), load every
+    /// flow's hot lines, then act. Each pass's loads are independent across packets, so with a
+    /// table far larger than the caches the misses of a whole burst overlap instead of queueing.
+    // ~27 ns/pkt at burst 32 (relay, 1k flows), ~62 (relay, 1M), ~205 (fan-out 8, 1M).
     fn datagram_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -138,12 +137,15 @@ impl Pipeline {
         start: usize,
         end: usize,
     ) {
-        let mut found: [Option<&Flow>; CHUNK] = [None; CHUNK];
-        for (slot, p) in found.iter_mut().zip(&burst.pkts[start..end]) {
-            *slot = flows.get(&FlowKey::new(p.port, p.dst)).map(|f| &**f);
+        let n = end - start;
+        let mut keys: [Option<FlowKey>; CHUNK] = [None; CHUNK];
+        for (k, p) in keys.iter_mut().zip(&burst.pkts[start..end]) {
+            *k = Some(FlowKey::new(p.port, p.dst));
         }
-        self.touch(&found[..end - start]);
-        for (k, flow) in found[..end - start].iter().enumerate() {
+        let mut found: [Option<&Flow>; CHUNK] = [None; CHUNK];
+        flows.get_many(&keys[..n], &mut found[..n]);
+        self.touch(&found[..n]);
+        for (k, flow) in found[..n].iter().enumerate() {
             self.datagram(now_ns, *flow, burst, start + k);
         }
     }
@@ -157,12 +159,13 @@ impl Pipeline {
         }
         // A second level, after every flow's lines were requested: fan-out target lists.
         for f in found.iter().flatten() {
-            t ^= f.touch_targets();
+            t ^= f.touch_more();
         }
         // Stored so the loads are not optimised away.
         self.touched = self.touched.wrapping_add(t);
     }
 
+    #[inline]
     fn datagram<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -184,18 +187,17 @@ impl Pipeline {
             return self.counts.drop(r);
         }
         let idx = i as u16;
-        for t in flow.targets() {
-            burst.tx.push(Tx {
-                pkt: idx,
-                port: t.port,
-                dst: t.addr,
-            });
-        }
-        self.counts.tx += flow.targets().len() as u64;
+        let targets = flow.targets();
+        burst.tx.extend(targets.iter().map(|t| Tx {
+            pkt: idx,
+            port: t.port,
+            dst: t.addr,
+        }));
+        self.counts.tx += targets.len() as u64;
     }
 
     /// Source latch, media check and accounting shared by both framings.
-    #[inline]
+    #[inline(always)]
     fn admit(
         &mut self,
         now_ns: u64,
@@ -243,7 +245,8 @@ impl Pipeline {
 
     /// L2 framing, in passes like [`Pipeline::datagram_chunk`]: parse every frame (punting and
     /// dropping as it goes), look the media ones up, load their flows' hot lines, then act.
-    // ~95 ns/pkt at burst 32 (relay, 1k flows), ~380 (relay, 1M), ~870 (fan-out 8, 1M).
+    // ~63 ns/pkt at burst 32 (relay, 1k flows), ~116 (relay, 1M), ~512 (fan-out 8, 1M): ~42 ns
+    // per extra subscriber, including the bench pool's full-frame copy.
     fn frame_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -252,15 +255,19 @@ impl Pipeline {
         start: usize,
         end: usize,
     ) {
-        let mut parsed: [Option<L2Parsed>; CHUNK] = [None; CHUNK];
-        for (k, slot) in parsed[..end - start].iter_mut().enumerate() {
-            let i = start + k;
-            let frame = burst.pkts[i].buf.as_ref();
+        let n = end - start;
+        let mut layouts: [Option<Layout>; CHUNK] = [None; CHUNK];
+        let mut keys: [Option<FlowKey>; CHUNK] = [None; CHUNK];
+        for ((layout, key), i) in layouts.iter_mut().zip(&mut keys).zip(start..end) {
+            let pkt = &mut burst.pkts[i];
             self.counts.rx += 1;
-            self.counts.rx_bytes += frame.len() as u64;
-            match classify_frame(frame) {
-                Ok(Class::Media(p)) => *slot = Some(p),
-                Ok(Class::Exception) => {
+            self.counts.rx_bytes += pkt.buf.as_ref().len() as u64;
+            match classify_frame(pkt) {
+                Ok(Some(l)) => {
+                    *layout = Some(l);
+                    *key = Some(FlowKey::new(pkt.port, pkt.dst));
+                }
+                Ok(None) => {
                     self.counts.exceptions += 1;
                     burst.exceptions.push(i as u16);
                 }
@@ -268,70 +275,75 @@ impl Pipeline {
             }
         }
         let mut found: [Option<&Flow>; CHUNK] = [None; CHUNK];
-        for (k, (slot, p)) in found.iter_mut().zip(&parsed[..end - start]).enumerate() {
-            if let Some(p) = p {
-                let port = burst.pkts[start + k].port;
-                *slot = flows.get(&FlowKey::new(port, p.dst)).map(|f| &**f);
-            }
-        }
-        self.touch(&found[..end - start]);
-        for k in 0..end - start {
-            if let Some(p) = parsed[k] {
-                self.frame(now_ns, found[k], p, burst, start + k);
+        flows.get_many(&keys[..n], &mut found[..n]);
+        self.touch(&found[..n]);
+        for ((layout, flow), i) in layouts[..n].iter().zip(&found[..n]).zip(start..end) {
+            if let Some(layout) = layout {
+                self.frame(now_ns, *flow, *layout, burst, i);
             }
         }
     }
 
+    #[inline]
     fn frame<B: PacketBuf>(
         &mut self,
         now_ns: u64,
         flow: Option<&Flow>,
-        parsed: L2Parsed,
+        layout: Layout,
         burst: &mut Burst<B>,
         i: usize,
     ) {
+        let pkt = &burst.pkts[i];
         let Some(flow) = flow else {
-            if self.cfg.media_ports.contains(&parsed.dst.port()) {
+            if self.cfg.media_ports.contains(&pkt.dst.port()) {
                 return self.counts.drop(DropReason::NoFlow);
             }
             self.counts.exceptions += 1;
             burst.exceptions.push(i as u16);
             return;
         };
-        {
-            let pkt = &mut burst.pkts[i];
-            pkt.src = parsed.src;
-            pkt.dst = parsed.dst;
-        }
-        let frame = burst.pkts[i].buf.as_ref();
-        let l3_end = parsed.l3 + parsed.l3_len;
-        // classify_frame checked l4 + 8 <= l3_end <= frame.len().
-        let payload = frame.get(parsed.l4 + 8..l3_end).unwrap_or_default();
-        if let Err(r) = self.admit(now_ns, flow, parsed.src, payload) {
+        let frame = pkt.buf.as_ref();
+        let (src, hdr_len) = (pkt.src, layout.header_len());
+        // classify_frame checked l4 + 8 <= l3 + l3_len <= frame.len(). The payload is read here,
+        // before any copy: afterwards only the headers are guaranteed visible.
+        let l3_end = usize::from(layout.l3) + usize::from(layout.l3_len);
+        let payload = frame.get(hdr_len..l3_end).unwrap_or_default();
+        if let Err(r) = self.admit(now_ns, flow, src, payload) {
             return self.counts.drop(r);
         }
-        if parsed.hop_limit <= 1 {
+        if layout.hop_limit <= 1 {
             flow.counters.drops.fetch_add(1, Relaxed);
             return self.counts.drop(DropReason::TtlExpired);
         }
+        let Some(plan) = frame.get(..hdr_len).and_then(|h| Plan::new(h, layout)) else {
+            return self.counts.drop(DropReason::Truncated);
+        };
         let targets = flow.targets();
-        // Copies first: the original is rewritten in place for the first target.
+        // Copies first: the original is rewritten in place for the first target, and a copy
+        // holds a private copy of the headers as received.
         for t in targets.iter().skip(1) {
-            let Some(copy) = burst.pkts[i].buf.duplicate() else {
+            let eg = match self.check(&plan, t) {
+                Ok(eg) => eg,
+                Err(r) => {
+                    self.counts.drop(r);
+                    continue;
+                }
+            };
+            let Some(mut buf) = burst.pkts[i].buf.duplicate_headers(hdr_len) else {
                 self.counts.drop(DropReason::NoBuffer);
                 continue;
             };
-            let mut copy = Pkt {
-                buf: copy,
+            let r = plan.apply(buf.as_mut(), eg, t);
+            let idx = burst.pkts.len() as u16;
+            // Dropped copies still go back to the backend with the burst.
+            burst.pkts.push(Pkt {
+                buf,
                 port: t.port,
-                src: parsed.src,
+                src,
                 dst: t.addr,
-            };
-            match self.rewrite(copy.buf.as_mut(), &parsed, t) {
+            });
+            match r {
                 Ok(()) => {
-                    let idx = burst.pkts.len() as u16;
-                    copy.port = t.port;
-                    burst.pkts.push(copy);
                     burst.tx.push(Tx {
                         pkt: idx,
                         port: t.port,
@@ -339,15 +351,14 @@ impl Pipeline {
                     });
                     self.counts.tx += 1;
                 }
-                // Dropped copies still go back to the backend with the burst.
-                Err(r) => {
-                    burst.pkts.push(copy);
-                    self.counts.drop(r);
-                }
+                Err(r) => self.counts.drop(r),
             }
         }
         if let Some(t) = targets.first() {
-            match self.rewrite(burst.pkts[i].buf.as_mut(), &parsed, t) {
+            let r = self
+                .check(&plan, t)
+                .and_then(|eg| plan.apply(burst.pkts[i].buf.as_mut(), eg, t));
+            match r {
                 Ok(()) => {
                     burst.tx.push(Tx {
                         pkt: i as u16,
@@ -361,81 +372,48 @@ impl Pipeline {
         }
     }
 
-    /// Rewrites one frame for `t`: MACs, addresses, ports, TTL, checksums.
-    fn rewrite(&self, frame: &mut [u8], p: &L2Parsed, t: &Target) -> Result<(), DropReason> {
+    /// The egress plan for `t`, if the frame may leave through it at all (checked before a
+    /// copy is made, so a refused subscriber costs no buffer).
+    #[inline]
+    fn check(&self, plan: &Plan, t: &Target) -> Result<&EgressPlan, DropReason> {
         let eg = self
-            .cfg
             .egress
             .get(usize::from(t.port))
             .ok_or(DropReason::TxFailed)?;
-        if p.l3_len > usize::from(eg.mtu) {
-            return Err(DropReason::TooBig);
-        }
-        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
-        eth.set_src_addr(ethernet::EthernetAddress(eg.mac));
-        eth.set_dst_addr(ethernet::EthernetAddress(t.mac.unwrap_or(eg.gateway_mac)));
-        let l3_end = p.l3 + p.l3_len;
-        match (p.v4, eg.addr.ip(), t.addr.ip()) {
-            (true, IpAddr::V4(new_src), IpAddr::V4(new_dst)) => {
-                let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..l3_end]);
-                let old_src = ip.src_addr();
-                let old_dst = ip.dst_addr();
-                ip.set_src_addr(new_src);
-                ip.set_dst_addr(new_dst);
-                ip.set_ttl(p.hop_limit - 1);
-                let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
-                u.update_checksum_for_addr_v4(old_src, new_src);
-                u.update_checksum_for_addr_v4(old_dst, new_dst);
-            }
-            (false, IpAddr::V6(new_src), IpAddr::V6(new_dst)) => {
-                let mut ip = ipv6::Packet::new_unchecked(&mut frame[p.l3..l3_end]);
-                let old_src = ip.src_addr();
-                let old_dst = ip.dst_addr();
-                ip.set_src_addr(new_src);
-                ip.set_dst_addr(new_dst);
-                ip.set_hop_limit(p.hop_limit - 1);
-                let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
-                u.update_checksum_for_addr_v6(old_src, new_src);
-                u.update_checksum_for_addr_v6(old_dst, new_dst);
-            }
-            _ => return Err(DropReason::FamilyMismatch),
-        }
-        let mut u = udp::Packet::new_unchecked(&mut frame[p.l4..l3_end]);
-        u.set_src_port(eg.addr.port());
-        u.set_dst_port(t.addr.port());
-        Ok(())
+        plan.check(eg, t)?;
+        Ok(eg)
     }
 }
 
-/// Parses Ethernet, IP and UDP headers; decides media vs exception.
-fn classify_frame(frame: &[u8]) -> Result<Class, DropReason> {
+/// Parses Ethernet, IP and UDP headers: a UDP datagram's layout, with its addresses written to
+/// `pkt.src` and `pkt.dst`, or `None` for the exception path.
+#[inline]
+fn classify_frame<B: PacketBuf>(pkt: &mut Pkt<B>) -> Result<Option<Layout>, DropReason> {
+    let frame = pkt.buf.as_ref();
     let l2 = ethernet::parse_l2(frame).map_err(|_| DropReason::Truncated)?;
     let l3 = l2.l3_offset;
     let rest = frame.get(l3..).ok_or(DropReason::Truncated)?;
-    match l2.ethertype {
+    let (layout, src, dst) = match l2.ethertype {
         ethernet::ethertype::IPV4 => {
             let ip = ipv4::Packet::new_checked(rest).map_err(wire_drop)?;
             if ip.next_header() != ipv4::PROTO_UDP {
-                return Ok(Class::Exception);
+                return Ok(None);
             }
             if ip.is_fragment() {
                 return Err(DropReason::Fragment);
             }
             let l3_len = usize::from(ip.total_len());
             let l4 = l3 + ip.header_len();
-            let u = udp::Packet::new_checked(&frame[l4..l3 + l3_len]).map_err(wire_drop)?;
+            let u = udp::Packet::new_checked(rest.get(l4 - l3..l3_len).unwrap_or_default())
+                .map_err(wire_drop)?;
             if l4 + usize::from(u.len()) != l3 + l3_len {
                 return Err(DropReason::Malformed);
             }
-            Ok(Class::Media(L2Parsed {
-                l3,
-                l4,
-                v4: true,
-                hop_limit: ip.ttl(),
-                src: SocketAddr::new(IpAddr::V4(ip.src_addr()), u.src_port()),
-                dst: SocketAddr::new(IpAddr::V4(ip.dst_addr()), u.dst_port()),
-                l3_len,
-            }))
+            (
+                (l4, l3_len, ip.ttl(), true),
+                SocketAddr::new(IpAddr::V4(ip.src_addr()), u.src_port()),
+                SocketAddr::new(IpAddr::V4(ip.dst_addr()), u.dst_port()),
+            )
         }
         ethernet::ethertype::IPV6 => {
             let ip = ipv6::Packet::new_checked(rest).map_err(wire_drop)?;
@@ -444,28 +422,40 @@ fn classify_frame(frame: &[u8]) -> Result<Class, DropReason> {
                 return Err(DropReason::Fragment);
             }
             if proto != ipv4::PROTO_UDP {
-                return Ok(Class::Exception);
+                return Ok(None);
             }
             let l3_len = 40 + usize::from(ip.payload_len());
             let l4 = l3 + off;
-            let u =
-                udp::Packet::new_checked(frame.get(l4..l3 + l3_len).ok_or(DropReason::Truncated)?)
-                    .map_err(wire_drop)?;
+            let u = udp::Packet::new_checked(rest.get(off..l3_len).ok_or(DropReason::Truncated)?)
+                .map_err(wire_drop)?;
             if l4 + usize::from(u.len()) != l3 + l3_len {
                 return Err(DropReason::Malformed);
             }
-            Ok(Class::Media(L2Parsed {
-                l3,
-                l4,
-                v4: false,
-                hop_limit: ip.hop_limit(),
-                src: SocketAddr::new(IpAddr::V6(ip.src_addr()), u.src_port()),
-                dst: SocketAddr::new(IpAddr::V6(ip.dst_addr()), u.dst_port()),
-                l3_len,
-            }))
+            (
+                (l4, l3_len, ip.hop_limit(), false),
+                SocketAddr::new(IpAddr::V6(ip.src_addr()), u.src_port()),
+                SocketAddr::new(IpAddr::V6(ip.dst_addr()), u.dst_port()),
+            )
         }
-        _ => Ok(Class::Exception),
-    }
+        _ => return Ok(None),
+    };
+    let (l4, l3_len, hop_limit, v4) = layout;
+    // Offsets fit 16 bits: an IP packet is at most 64 KiB and its frame starts with at most
+    // 22 bytes of Ethernet and VLAN headers; anything else is not a frame we can send.
+    let (Ok(l3), Ok(l4), Ok(l3_len)) =
+        (u16::try_from(l3), u16::try_from(l4), u16::try_from(l3_len))
+    else {
+        return Err(DropReason::Malformed);
+    };
+    pkt.src = src;
+    pkt.dst = dst;
+    Ok(Some(Layout {
+        l3,
+        l4,
+        l3_len,
+        hop_limit,
+        v4,
+    }))
 }
 
 fn wire_drop(e: popmesh_wire::Error) -> DropReason {

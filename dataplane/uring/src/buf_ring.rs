@@ -307,7 +307,7 @@ impl AsMut<[u8]> for UringBuf {
 impl PacketBuf for UringBuf {
     /// Always `None`: socket backends fan out by sending one buffer to many addresses, never
     /// by copying, so the pipeline does not ask.
-    fn duplicate(&self) -> Option<Self> {
+    fn duplicate_headers(&mut self, _header_len: usize) -> Option<Self> {
         None
     }
 }

@@ -1,11 +1,12 @@
 //! L2 framing: parse, rewrite in place, duplicate for fan-out, punt the rest.
 
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use popmesh_media::flow::{FlowKey, FlowSpec, Target};
 use popmesh_media::testkit::{rtp_packet, udp_frame};
 use popmesh_media::{
-    Burst, BurstCounts, DropReason, Egress, Framing, Pipeline, PipelineConfig, Pkt,
+    Burst, BurstCounts, DropReason, Egress, Framing, PacketBuf, Pipeline, PipelineConfig, Pkt,
 };
 use popmesh_wire::{ethernet, ipv4, ipv6, parse_l2, udp};
 use proptest::prelude::*;
@@ -161,6 +162,109 @@ fn fan_out_makes_one_correct_frame_per_subscriber() {
             .collect();
     dsts.sort();
     assert_eq!(dsts, subs.iter().map(|s| addr(s)).collect::<Vec<_>>());
+}
+
+/// A buffer that keeps the `duplicate_headers` contract and nothing more, like a DPDK header
+/// mbuf chained to a shared payload: after the first call the original and every copy expose
+/// only their first `header_len` bytes, and the payload behind them is shared and immutable.
+/// A pipeline that read the payload after copying, or wrote past the headers, could not.
+#[derive(Debug)]
+struct Chained {
+    head: Vec<u8>,
+    tail: Rc<Vec<u8>>,
+}
+
+impl Chained {
+    fn new(frame: Vec<u8>) -> Self {
+        Chained {
+            head: frame,
+            tail: Rc::new(Vec::new()),
+        }
+    }
+
+    /// The frame as it goes on the wire: headers, then the (shared) payload.
+    fn wire(&self) -> Vec<u8> {
+        [&self.head[..], &self.tail[..]].concat()
+    }
+}
+
+impl AsRef<[u8]> for Chained {
+    fn as_ref(&self) -> &[u8] {
+        &self.head
+    }
+}
+
+impl AsMut<[u8]> for Chained {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.head
+    }
+}
+
+impl PacketBuf for Chained {
+    fn duplicate_headers(&mut self, header_len: usize) -> Option<Self> {
+        if self.tail.is_empty() {
+            self.tail = Rc::new(self.head.split_off(header_len));
+        }
+        assert_eq!(
+            self.head.len(),
+            header_len,
+            "header length changed between copies"
+        );
+        Some(Chained {
+            head: self.head.clone(),
+            tail: Rc::clone(&self.tail),
+        })
+    }
+}
+
+#[test]
+fn fan_out_copies_only_headers_and_shares_the_payload() {
+    let subs = ["203.0.113.1:6000", "203.0.113.2:6001", "203.0.113.3:6002"];
+    let subs6 = ["[2001:db8::a]:6000", "[2001:db8::b]:6001"];
+    for (from, to, subs, vlan) in [
+        (PUB, ING, &subs[..], None),
+        (PUB, ING, &subs[..], Some(7)),
+        (
+            "[2001:db8::7]:5000",
+            "[2001:db8::1]:40000",
+            &subs6[..],
+            None,
+        ),
+    ] {
+        let rtp = rtp_packet(11, 1, 300);
+        let frame = udp_frame(addr(from), addr(to), &rtp, vlan);
+        let mut s = spec(0, to, None, subs);
+        for t in &mut s.targets {
+            t.port = u16::from(t.addr.is_ipv6());
+        }
+        let t = table(vec![s]);
+        let reader = t.reader().reader();
+        let mut p = pipeline();
+        let mut b: Burst<Chained> = Burst::with_capacity(32, 256);
+        b.pkts.push(Pkt::frame(Chained::new(frame.clone()), 0));
+        let g = reader.enter().expect("table");
+        let c = p.process(5_000_000, &g, &mut b).clone();
+        drop(g);
+        assert_eq!(
+            (c.total_drops(), c.rtp, c.tx),
+            (0, 1, subs.len() as u64),
+            "{c:?}"
+        );
+        let header_len = frame.len() - rtp.len();
+        let mut dsts = Vec::new();
+        for tx in &b.tx {
+            let buf = &b.pkts[usize::from(tx.pkt)].buf;
+            assert_eq!(buf.head.len(), header_len, "only headers are private");
+            assert!(Rc::ptr_eq(&buf.tail, &b.pkts[0].buf.tail), "payload shared");
+            let wire = buf.wire();
+            assert!(wire.ends_with(&rtp), "payload intact");
+            let (_, dst, ttl, _) = inspect(&wire);
+            assert_eq!((dst, ttl), (tx.dst, 63));
+            dsts.push(dst);
+        }
+        dsts.sort();
+        assert_eq!(dsts, subs.iter().map(|s| addr(s)).collect::<Vec<_>>());
+    }
 }
 
 #[test]
