@@ -35,6 +35,8 @@ import tempfile
 import time
 import urllib.request
 
+from relay_compare import metric_sum  # same exposition parsing as the io_uring comparison
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAPLANE = os.path.join(ROOT, "target", "release", "popmesh-dataplane")
 ADMIN = "127.0.0.1:47950"
@@ -120,15 +122,29 @@ def run_testpmd(mode, pcap, args):
     return statistics.median(steady)
 
 
+def popmesh_head(args, hugepages, memory_mb, prefix, vdevs):
+    """The common part of every popmesh config here: one busy-polling worker on --core."""
+    vdev_list = ", ".join(f'"{v}"' for v in vdevs)
+    return [
+        f'[admin]\nlisten = "{ADMIN}"\n[log]\nlevel = "warn"\n',
+        f"[media]\nbackend = \"dpdk\"\ncores = [{args.core}]\nburst = 32\n"
+        f"max_flows = {max(1024, args.flows * 2)}\n",
+        "[media.idle]\nspin_polls = 1000000\n",
+        f"[media.dpdk]\nmain_core = {args.main_core}\nhugepages = {str(hugepages).lower()}\n"
+        f"memory_mb = {memory_mb}\nfile_prefix = \"{prefix}\"\nvdevs = [{vdev_list}]\n"
+        "exception_tap = false\n",
+    ]
+
+
 def popmesh_config(path, pcap, fanout, args):
     a = ".".join(map(str, APPLIANCE_IP))
-    lines = [
-        f'[admin]\nlisten = "{ADMIN}"\n[log]\nlevel = "warn"\n',
-        f"[media]\nbackend = \"dpdk\"\ncores = [{args.core}]\nburst = 32\nmax_flows = {max(1024, args.flows * 2)}\n",
-        "[media.idle]\nspin_polls = 1000000\n",
-        f"[media.dpdk]\nmain_core = {args.main_core}\nhugepages = {str(not args.no_huge).lower()}\n"
-        f"memory_mb = {1024 if args.no_huge else 512}\nfile_prefix = \"pmcmp-popmesh\"\n"
-        f"vdevs = [\"net_pcap0,rx_pcap={pcap},infinite_rx=1\"]\nexception_tap = false\n",
+    lines = popmesh_head(
+        args,
+        not args.no_huge,
+        1024 if args.no_huge else 512,
+        "pmcmp-popmesh",
+        [f"net_pcap0,rx_pcap={pcap},infinite_rx=1"],
+    ) + [
         f'[[media.ports]]\nname = "p0"\nbind = "{a}:{INGRESS_BASE}"\ndevice = "net_pcap0"\n'
         f'gateway_mac = "02:00:00:00:00:fe"\n',
     ]
@@ -142,14 +158,6 @@ def popmesh_config(path, pcap, fanout, args):
         )
     with open(path, "w") as f:
         f.write("\n".join(lines))
-
-
-def metric_sum(text, name):
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def tx_now():
@@ -286,13 +294,9 @@ def run_testpmd_veth(mode, args):
 def run_popmesh_veth(args, tmp):
     a = ".".join(map(str, APPLIANCE_IP))
     cfg = os.path.join(tmp, "popmesh-veth.toml")
-    lines = [
-        f'[admin]\nlisten = "{ADMIN}"\n[log]\nlevel = "warn"\n',
-        f"[media]\nbackend = \"dpdk\"\ncores = [{args.core}]\nburst = 32\nmax_flows = {max(1024, args.flows * 2)}\n",
-        "[media.idle]\nspin_polls = 1000000\n",
-        f"[media.dpdk]\nmain_core = {args.main_core}\nhugepages = false\nmemory_mb = 512\n"
-        "file_prefix = \"pmcmp-sut\"\nvdevs = [\"net_af_xdp0,iface=s0\", \"net_af_xdp1,iface=s1\"]\n"
-        "exception_tap = false\n",
+    lines = popmesh_head(
+        args, False, 512, "pmcmp-sut", ["net_af_xdp0,iface=s0", "net_af_xdp1,iface=s1"]
+    ) + [
         f'[[media.ports]]\nname = "in"\nbind = "{a}:{INGRESS_BASE}"\ndevice = "net_af_xdp0"\n'
         'gateway_mac = "02:00:00:00:00:fd"\n',
         f'[[media.ports]]\nname = "out"\nbind = "{SUBSCRIBER_NET}.254:{INGRESS_BASE}"\n'

@@ -1024,20 +1024,20 @@ fn convert_ports(raw: Vec<RawPort>, backend: BackendKind) -> Result<Vec<PortConf
             ));
         }
         let l2 = convert_l2(&base, &raw_port, bind, count, backend)?;
-        if let Some((other, existing)) = l2.as_ref().and_then(|l2| {
-            ports
-                .iter()
-                .enumerate()
-                .find(|(_, p)| p.l2.as_ref().is_some_and(|e| e.device == l2.device))
-        }) {
-            return Err(ConfigError::invalid(
-                format!("{base}.device"),
-                quoted(&l2.as_ref().map(|l| l.device.clone()).unwrap_or_default()),
-                format!(
-                    "is already the device of media.ports[{other}] {:?}",
-                    existing.name
-                ),
-            ));
+        if let Some(l2) = &l2 {
+            let same_device =
+                |p: &&PortConfig| p.l2.as_ref().is_some_and(|e| e.device == l2.device);
+            if let Some((other, existing)) = ports.iter().enumerate().find(|(_, p)| same_device(p))
+            {
+                return Err(ConfigError::invalid(
+                    format!("{base}.device"),
+                    quoted(&l2.device),
+                    format!(
+                        "is already the device of media.ports[{other}] {:?}",
+                        existing.name
+                    ),
+                ));
+            }
         }
         let port = PortConfig {
             name: raw_port.name,

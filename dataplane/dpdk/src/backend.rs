@@ -136,9 +136,8 @@ pub struct DpdkBackend {
     tx_out: Vec<Vec<Mbuf>>,
     tap_out: Vec<Vec<Mbuf>>,
     /// Burst buffers moved out of `burst.pkts` while sorting them into the transmit lists.
-    slots: Vec<Option<Mbuf>>,
-    /// Ingress port of each slot, for exceptions.
-    ingress: Vec<PortId>,
+    /// Each with its ingress port, where an exception goes back to.
+    slots: Vec<(PortId, Option<Mbuf>)>,
     counters: Counters,
     // Last: the thread leaves EAL only after every queue and mbuf above is gone.
     _eal_thread: ThreadRegistration,
@@ -156,7 +155,6 @@ impl DpdkBackend {
             tx_out: (0..ports).map(|_| Vec::with_capacity(burst * 8)).collect(),
             tap_out: (0..taps).map(|_| Vec::with_capacity(burst)).collect(),
             slots: Vec::with_capacity(burst * 8),
-            ingress: Vec::with_capacity(burst * 8),
             counters: Counters::default(),
             q: queues,
             _eal_thread: registration,
@@ -225,29 +223,30 @@ impl Backend for DpdkBackend {
         // Move every buffer out so each can be routed to its port's list (a frame is sent at
         // most once on L2: fan-out copies are frames of their own).
         self.slots.clear();
-        self.ingress.clear();
-        self.ingress.extend(burst.pkts.iter().map(|p| p.port));
-        self.slots
-            .extend(burst.pkts.drain(..).map(|p| Some(p.buf.into_mbuf())));
+        self.slots.extend(
+            burst
+                .pkts
+                .drain(..)
+                .map(|p| (p.port, Some(p.buf.into_mbuf()))),
+        );
         for t in &burst.tx {
             let mbuf = self
                 .slots
                 .get_mut(usize::from(t.pkt))
-                .and_then(Option::take);
+                .and_then(|(_, m)| m.take());
             match (mbuf, self.tx_out.get_mut(usize::from(t.port))) {
                 (Some(m), Some(list)) => list.push(m),
                 _ => out.failed += 1,
             }
         }
         for &i in &burst.exceptions {
-            let Some(m) = self.slots.get_mut(usize::from(i)).and_then(Option::take) else {
+            let Some((port, Some(m))) = self
+                .slots
+                .get_mut(usize::from(i))
+                .map(|(port, m)| (*port, m.take()))
+            else {
                 continue;
             };
-            let port = self
-                .ingress
-                .get(usize::from(i))
-                .copied()
-                .unwrap_or_default();
             match self.tap_out.get_mut(usize::from(port)) {
                 Some(list) => list.push(m),
                 None => self.counters.exceptions_dropped += 1,

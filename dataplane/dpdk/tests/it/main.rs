@@ -53,6 +53,33 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     frames
 }
 
+/// A dpdk config with workers on `cores` and one `net_pcap0` port with `pcap_args`, on
+/// ordinary pages and without an exception TAP (no root-only kernel set-up).
+fn pcap_config(cores: &str, pcap_args: &str) -> Config {
+    Config::from_toml(&format!(
+        r#"
+        [media]
+        backend = "dpdk"
+        cores = {cores}
+        [media.dpdk]
+        main_core = 0
+        hugepages = false
+        memory_mb = 256
+        file_prefix = "popmesh-dpdk-it-{pid}"
+        vdevs = ["net_pcap0,{pcap_args}"]
+        exception_tap = false
+        eal_args = ["--no-shconf", "--no-telemetry"]
+        [[media.ports]]
+        name = "p0"
+        bind = "10.0.0.1:40000"
+        device = "net_pcap0"
+        gateway_mac = "02:00:00:00:00:fe"
+        "#,
+        pid = std::process::id(),
+    ))
+    .expect("test config")
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
 }
@@ -90,30 +117,10 @@ fn pcap_port_relays_and_fans_out_with_rewritten_headers() {
     frames.push(vec![0x02; 10]);
     write_pcap(&input, &frames);
 
-    let cfg = Config::from_toml(&format!(
-        r#"
-        [media]
-        backend = "dpdk"
-        cores = [1]
-        [media.dpdk]
-        main_core = 0
-        hugepages = false
-        memory_mb = 256
-        file_prefix = "popmesh-dpdk-it-{pid}"
-        vdevs = ["net_pcap0,rx_pcap={input},tx_pcap={output}"]
-        exception_tap = false
-        eal_args = ["--no-shconf", "--no-telemetry"]
-        [[media.ports]]
-        name = "p0"
-        bind = "10.0.0.1:40000"
-        device = "net_pcap0"
-        gateway_mac = "02:00:00:00:00:fe"
-        "#,
-        pid = std::process::id(),
-        input = input.display(),
-        output = output.display(),
-    ))
-    .expect("test config");
+    let cfg = pcap_config(
+        "[1]",
+        &format!("rx_pcap={},tx_pcap={}", input.display(), output.display()),
+    );
 
     let mut env = DpdkEnv::start(&cfg).expect("DPDK environment on net_pcap");
     let port_mac = env.ports()[0].mac;
@@ -249,28 +256,7 @@ fn more_workers_than_device_queues_is_refused_with_the_fix() {
     let input = dir.join("in.pcap");
     write_pcap(&input, &[]);
     // net_pcap offers one queue pair per capture file: one here, for two workers.
-    let cfg = Config::from_toml(&format!(
-        r#"
-        [media]
-        backend = "dpdk"
-        cores = [1, 2]
-        [media.dpdk]
-        hugepages = false
-        memory_mb = 128
-        file_prefix = "popmesh-dpdk-q-{pid}"
-        vdevs = ["net_pcap0,rx_pcap={input}"]
-        exception_tap = false
-        eal_args = ["--no-shconf", "--no-telemetry"]
-        [[media.ports]]
-        name = "p0"
-        bind = "10.0.0.1:40000"
-        device = "net_pcap0"
-        gateway_mac = "02:00:00:00:00:fe"
-        "#,
-        pid = std::process::id(),
-        input = input.display(),
-    ))
-    .expect("test config");
+    let cfg = pcap_config("[1, 2]", &format!("rx_pcap={}", input.display()));
     let err = DpdkEnv::start(&cfg).expect_err("two workers on a one-queue port");
     let text = err.to_string();
     assert!(
