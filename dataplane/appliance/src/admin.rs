@@ -169,8 +169,8 @@ async fn flows(State(a): State<Admin>, Query(q): Query<FlowQuery>) -> Response {
                 subscribers: f.targets().iter().map(|t| t.addr.to_string()).collect(),
                 packets: f.counters.packets.load(Relaxed),
                 bytes: f.counters.bytes.load(Relaxed),
-                drops: f.counters.drops.load(Relaxed),
-                rtcp: f.counters.rtcp.load(Relaxed),
+                drops: f.tallies.drops.load(Relaxed),
+                rtcp: f.tallies.rtcp.load(Relaxed),
                 idle_ms: (seen != 0).then(|| now.saturating_sub(seen) / 1_000_000),
                 ssrcs: f
                     .ssrc_stats()

@@ -328,9 +328,7 @@ impl Collector for MediaCollector {
             &mut enc,
             "popmesh_media_flow_drops",
             "Packets dropped per session (wrong source, not media, bad RTP, TTL).",
-            flows
-                .iter()
-                .map(|f| (sl(f), f.counters.drops.load(Relaxed))),
+            flows.iter().map(|f| (sl(f), f.tallies.drops.load(Relaxed))),
         )?;
         let now = self.clock.now_ns();
         gauge(

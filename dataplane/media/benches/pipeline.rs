@@ -4,13 +4,21 @@
 //! incremental checksums, and for fan-out a pooled copy per extra subscriber).
 //!
 //! Every flow receives its own SSRC with consecutive sequence numbers, as from a real publisher.
+//! The flow order is a uniform random sequence at least as long as the table (2^20 positions
+//! for 1M flows), so nearly every installed flow is visited in each pass and the working set is
+//! the whole table, not a cache-sized subset of it.
+//!
+//! Only `Pipeline::process` (and entering the table, once per burst as workers do) is timed:
+//! building each burst (copying the packets in, stamping sequence numbers) is untimed setup, as
+//! reception is not the pipeline's work. Bursts are built just before the timed batch, so their
+//! bytes are as warm as a just-received burst.
 //!
 //! `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 cargo bench -p popmesh-media --bench pipeline` (the
 //! tunable gives the 1M-flow cases transparent huge pages where THP is `madvise` only);
 //! criterion reports time per burst and, through `Throughput::Elements(32)`, packets per second;
 //! ns/packet = time / 32.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
@@ -21,17 +29,14 @@ use popmesh_media::testkit::{rtp_packet, udp_frame};
 use popmesh_media::{Burst, Egress, Framing, PacketBuf, Pipeline, PipelineConfig, Pkt};
 
 const BURST: usize = 32;
-/// Flow indices prepared per case; bursts are drawn from them in order.
-const POOL: usize = BURST * 2048;
-/// Distinct packet buffers reused by the datagram cases (kept hot in cache).
-const HOT_BURSTS: usize = 8;
+/// Fewest flow positions prepared per case; bursts are drawn from them in order.
+const MIN_POSITIONS: usize = BURST * 2048;
 /// Buffers in the L2 cases' pool.
 const POOL_BUFFERS: usize = 1 << 17;
-/// Bursts prepared per timed batch in the L2 cases. Fixed and small so that (a) the pool never
-/// runs dry, which with criterion's growing `SmallInput` batches made copies allocate and
-/// page-fault inside the measurement (most of the old fan-out figure), and (b) frames are as
-/// warm as a just-received burst, like the datagram cases' buffers.
-const L2_BATCH: u64 = 16;
+/// Bursts prepared per timed batch. Fixed and small so that (a) the L2 pool never runs dry,
+/// which with criterion's growing `SmallInput` batches made copies allocate and page-fault
+/// inside the measurement, and (b) packets are as warm as a just-received burst.
+const BATCH: u64 = 16;
 /// Offset of the RTP header in the L2 cases' frames (untagged Ethernet, IPv4 without options,
 /// UDP).
 const RTP_IN_FRAME: usize = 14 + 20 + 8;
@@ -119,10 +124,12 @@ impl Drop for PoolBuf {
     }
 }
 
-/// Uniform pseudo-random flow indices (xorshift; fixed seed so runs compare).
+/// Uniform pseudo-random flow indices (xorshift; fixed seed so runs compare), at least as many
+/// as there are flows.
 fn flow_order(flows: u32) -> Vec<u32> {
+    let positions = MIN_POSITIONS.max((flows as usize).next_power_of_two());
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..POOL)
+    (0..positions)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -142,6 +149,9 @@ struct Case {
     /// number `n * count + earlier`, so every flow sees consecutive sequence numbers, as from a
     /// real publisher (random ones would measure RFC 3550's restart path instead).
     seq: Vec<(u16, u16)>,
+    /// Running position in `order`, shared by every bench of the case so that each flow's
+    /// sequence numbers keep counting up from one bench to the next.
+    at: Cell<usize>,
 }
 
 /// See [`Case::seq`].
@@ -163,10 +173,11 @@ fn seq_plan(order: &[u32]) -> Vec<(u16, u16)> {
 }
 
 impl Case {
-    /// The RTP sequence number of the packet at running position `at` (not reduced mod POOL).
+    /// The RTP sequence number of the packet at running position `at` (not reduced mod the order length).
     fn seq(&self, at: usize) -> u16 {
-        let (earlier, count) = self.seq[at % POOL];
-        ((at / POOL) as u16)
+        let positions = self.order.len();
+        let (earlier, count) = self.seq[at % positions];
+        ((at / positions) as u16)
             .wrapping_mul(count)
             .wrapping_add(earlier)
     }
@@ -186,12 +197,42 @@ impl Case {
         let t = table(flows, fanout);
         let reader = t.reader().reader();
         let order = flow_order(flows);
-        Case {
+        let case = Case {
             _table: t,
             reader,
             seq: seq_plan(&order),
             order,
+            at: Cell::new(0),
+        };
+        // One untimed pass, so that every flow has seen its publisher's first packet (which
+        // takes RFC 3550's start-up path) before anything is measured, as on a POP in steady
+        // state.
+        let mut p = Pipeline::new(PipelineConfig::datagram());
+        while case.at.get() < case.order.len() {
+            let mut burst = case.datagram_burst(fanout);
+            let g = case.reader.enter().expect("table");
+            black_box(p.process(0, &g, &mut burst));
         }
+        case
+    }
+
+    /// The next burst of datagrams: the flows' own SSRCs and next sequence numbers.
+    fn datagram_burst(&self, fanout: u16) -> Burst<Vec<u8>> {
+        let at = self.at.get();
+        let mut burst = Burst::with_capacity(BURST, BURST * usize::from(fanout));
+        for k in 0..BURST {
+            let i = self.order[(at + k) % self.order.len()];
+            let mut buf = rtp_packet(0, 0, 160);
+            stamp(&mut buf, self.seq(at + k), i);
+            burst.pkts.push(Pkt::datagram(
+                buf,
+                0,
+                SocketAddr::V4(flow_src(i)),
+                SocketAddr::V4(flow_dst(i)),
+            ));
+        }
+        self.at.set(at + BURST);
+        burst
     }
 }
 
@@ -206,63 +247,22 @@ fn bench(c: &mut Criterion) {
             // Socket framing: payload plus addresses; the pipeline only decides.
             g.bench_function(BenchmarkId::new("datagram", &name), |b| {
                 let case = case.get_or_init(|| Case::new(flows, fanout));
-                // Packet bytes stay hot (they were just received); the flows they address
-                // are drawn from the whole table, so flow state is as cold as on a busy POP.
-                let mut bursts: Vec<Burst<Vec<u8>>> = (0..HOT_BURSTS)
-                    .map(|n| {
-                        let mut b = Burst::with_capacity(BURST, BURST * 8);
-                        b.pkts.extend((0..BURST).map(|k| {
-                            let i = case.order[n * BURST + k];
-                            Pkt::datagram(
-                                rtp_packet((n * BURST + k) as u16, i, 160),
-                                0,
-                                SocketAddr::V4(flow_src(i)),
-                                SocketAddr::V4(flow_dst(i)),
-                            )
-                        }));
-                        b
-                    })
-                    .collect();
                 let mut p = Pipeline::new(PipelineConfig::datagram());
-                let mut at = 0usize;
                 let mut now = 0u64;
-                b.iter(|| {
-                    let burst = &mut bursts[(at / BURST) % HOT_BURSTS];
-                    for (k, pkt) in burst.pkts.iter_mut().enumerate() {
-                        let i = case.order[(at + k) % POOL];
-                        // The flow's own SSRC and next sequence number, as its publisher sends
-                        // them (and as the L2 cases' frames carry them).
-                        stamp(&mut pkt.buf, case.seq(at + k), i);
-                        pkt.src = SocketAddr::V4(flow_src(i));
-                        pkt.dst = SocketAddr::V4(flow_dst(i));
-                    }
-                    now += 20_000;
-                    let g = case.reader.enter().expect("table");
-                    black_box(p.process(now, &g, burst));
-                    drop(g);
-                    // Keep the packets for the next round; forget the decisions.
-                    burst.tx.clear();
-                    burst.exceptions.clear();
-                    at += BURST;
-                })
+                b.iter_batched_ref(
+                    || case.datagram_burst(fanout),
+                    |burst| {
+                        now += 20_000;
+                        let g = case.reader.enter().expect("table");
+                        black_box(p.process(now, &g, burst));
+                    },
+                    BatchSize::NumIterations(BATCH),
+                )
             });
 
             // L2 framing: whole frames rewritten in place, pooled copies for fan-out.
             g.bench_function(BenchmarkId::new("ethernet", &name), |b| {
                 let case = case.get_or_init(|| Case::new(flows, fanout));
-                let frames: Vec<Vec<u8>> = case
-                    .order
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &i)| {
-                        udp_frame(
-                            SocketAddr::V4(flow_src(i)),
-                            SocketAddr::V4(flow_dst(i)),
-                            &rtp_packet(n as u16, i, 160),
-                            None,
-                        )
-                    })
-                    .collect();
                 // Big enough that criterion's batches never empty it: a DPDK pool is sized so.
                 let pool = Rc::new(RefCell::new(
                     (0..POOL_BUFFERS)
@@ -284,10 +284,10 @@ fn bench(c: &mut Criterion) {
                     }],
                     media_ports: 5000..=5999,
                 });
-                let mut at = 0usize;
                 let mut now = 0u64;
                 b.iter_batched_ref(
                     || {
+                        let at = case.at.get();
                         let mut burst: Burst<PoolBuf> =
                             Burst::with_capacity(BURST * usize::from(fanout), BURST * 8);
                         for k in 0..BURST {
@@ -296,8 +296,13 @@ fn bench(c: &mut Criterion) {
                                 .pop()
                                 .unwrap_or_else(|| Vec::with_capacity(2048));
                             bytes.clear();
-                            bytes.extend_from_slice(&frames[(at + k) % POOL]);
-                            let i = case.order[(at + k) % POOL];
+                            let i = case.order[(at + k) % case.order.len()];
+                            bytes.extend_from_slice(&udp_frame(
+                                SocketAddr::V4(flow_src(i)),
+                                SocketAddr::V4(flow_dst(i)),
+                                &rtp_packet(0, i, 160),
+                                None,
+                            ));
                             // Untimed setup: the flow's next sequence number. The UDP checksum
                             // goes stale; nothing here verifies it.
                             stamp(
@@ -313,7 +318,7 @@ fn bench(c: &mut Criterion) {
                                 0,
                             ));
                         }
-                        at += BURST;
+                        case.at.set(at + BURST);
                         burst
                     },
                     |burst| {
@@ -321,7 +326,7 @@ fn bench(c: &mut Criterion) {
                         let g = case.reader.enter().expect("table");
                         black_box(p.process(now, &g, burst));
                     },
-                    BatchSize::NumIterations(L2_BATCH),
+                    BatchSize::NumIterations(BATCH),
                 )
             });
         }
@@ -329,5 +334,60 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The memory floor of a relay at 1M flows on this machine: the same access pattern as the
+/// pipeline's lookup without any of its work. Per packet, one random 64-byte line of an
+/// index-sized array, then (a second pass, dependent on the first) one random line of a
+/// flow-table-sized array, in passes over bursts of 32 exactly like `FlowIndex::get_many` and
+/// `FlowIndex::touch`. What the pipeline costs above this is its own work; what this costs is
+/// the memory system's (caches, TLB and, in a VM, nested paging).
+fn memory_floor(c: &mut Criterion) {
+    #[derive(Clone, Copy)]
+    #[repr(align(64))]
+    struct Line([u64; 8]);
+    let mut g = c.benchmark_group("memory_floor");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let flows = 1usize << 20;
+    // As FlowTable::new(1M) allocates: 2^21 slots of 32 bytes, and one 384-byte flow per flow.
+    let index_lines = (flows * 2 * 32) / 64;
+    let flow_lines = flows * 6;
+    let mut state = OnceCell::new();
+    g.bench_function("two_dependent_lines/1000000flows", |b| {
+        let (index, table) = state.get_or_init(|| {
+            // Each index line names a random flow line, as a slot names its flow.
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let index: Vec<Line> = (0..index_lines)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    Line([(x % flow_lines as u64) / 6 * 6; 8])
+                })
+                .collect();
+            (index, vec![Line([1; 8]); flow_lines])
+        });
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        b.iter(|| {
+            let mut homes = [0usize; BURST];
+            for h in &mut homes {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *h = (x % index_lines as u64) as usize;
+            }
+            let mut found = [0usize; BURST];
+            for (f, h) in found.iter_mut().zip(&homes) {
+                *f = index[*h].0[0] as usize;
+            }
+            let mut sink = 0u64;
+            for f in &found {
+                sink ^= table[*f].0[0];
+            }
+            black_box(sink)
+        })
+    });
+    g.finish();
+    let _ = state.take();
+}
+
+criterion_group!(benches, bench, memory_floor);
 criterion_main!(benches);

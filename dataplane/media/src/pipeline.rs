@@ -27,9 +27,8 @@ use popmesh_wire::{demux, ethernet, ipv4, ipv6, rtcp, rtp, udp};
 
 use crate::backend::{Burst, Framing, PacketBuf, Pkt, Tx};
 use crate::drop::DropReason;
-use crate::flow::{add, bump, Flow, FlowIndex, FlowKey, Target};
+use crate::flow::{add, bump, Flow, FlowIndex, FlowKey, FlowRef, Target};
 use crate::rewrite::{EgressPlan, Layout, Plan};
-use crate::rtp_stats::to_rtp_units;
 use crate::stats::BurstCounts;
 
 /// What an L2 backend's egress port needs for rewriting.
@@ -75,7 +74,7 @@ pub struct Pipeline {
     /// `cfg.egress` prepared for rewriting (source address words summed once).
     egress: Vec<EgressPlan>,
     counts: BurstCounts,
-    /// Sink for `Flow::touch` loads.
+    /// Sink for `FlowIndex::touch` loads.
     touched: u64,
 }
 
@@ -142,7 +141,7 @@ impl Pipeline {
         for (k, p) in keys.iter_mut().zip(&burst.pkts[start..end]) {
             *k = Some(FlowKey::new(p.port, p.dst));
         }
-        let mut found: [Option<&Flow>; CHUNK] = [None; CHUNK];
+        let mut found: [Option<FlowRef<'_>>; CHUNK] = [None; CHUNK];
         flows.get_many(&keys[..n], &mut found[..n]);
         self.touch(&found[..n]);
         for (k, flow) in found[..n].iter().enumerate() {
@@ -150,26 +149,18 @@ impl Pipeline {
         }
     }
 
-    /// Pulls each flow's hot cache lines in (see [`Flow::touch`]).
+    /// Pulls each found flow's hot cache line in (see [`FlowIndex::touch`]).
     #[inline]
-    fn touch(&mut self, found: &[Option<&Flow>]) {
-        let mut t = 0u64;
-        for f in found.iter().flatten() {
-            t ^= f.touch();
-        }
-        // A second level, after every flow's lines were requested: fan-out target lists.
-        for f in found.iter().flatten() {
-            t ^= f.touch_more();
-        }
+    fn touch(&mut self, found: &[Option<FlowRef<'_>>]) {
         // Stored so the loads are not optimised away.
-        self.touched = self.touched.wrapping_add(t);
+        self.touched = self.touched.wrapping_add(FlowIndex::touch(found));
     }
 
     #[inline]
     fn datagram<B: PacketBuf>(
         &mut self,
         now_ns: u64,
-        flow: Option<&Flow>,
+        found: Option<FlowRef<'_>>,
         burst: &mut Burst<B>,
         i: usize,
     ) {
@@ -180,20 +171,21 @@ impl Pipeline {
         if payload.is_empty() {
             return self.counts.drop(DropReason::Truncated);
         }
-        let Some(flow) = flow else {
+        let Some(found) = found else {
             return self.counts.drop(DropReason::NoFlow);
         };
-        if let Err(r) = self.admit(now_ns, flow, pkt.src, payload) {
+        if let Err(r) = self.admit(now_ns, found.flow, pkt.src, payload) {
             return self.counts.drop(r);
         }
         let idx = i as u16;
-        let targets = flow.targets();
-        burst.tx.extend(targets.iter().map(|t| Tx {
+        let tx = |t: Target| Tx {
             pkt: idx,
             port: t.port,
             dst: t.addr,
-        }));
-        self.counts.tx += targets.len() as u64;
+        };
+        burst.tx.reserve(found.fanout());
+        found.for_each_target(|t| burst.tx.push(tx(t)));
+        self.counts.tx += found.fanout() as u64;
     }
 
     /// Source latch, media check and accounting shared by both framings.
@@ -206,14 +198,13 @@ impl Pipeline {
         payload: &[u8],
     ) -> Result<(), DropReason> {
         if !flow.accepts(src) {
-            flow.counters.drops.fetch_add(1, Relaxed);
+            flow.tallies.drops.fetch_add(1, Relaxed);
             return Err(DropReason::SourceMismatch);
         }
         let r = match demux::classify(payload) {
             demux::MediaKind::Rtp => match rtp::Packet::new_checked(payload) {
                 Ok(p) => {
-                    let arrival = to_rtp_units(now_ns, flow.clock_rate());
-                    flow.account_rtp(p.ssrc(), p.sequence_number(), p.timestamp(), arrival);
+                    flow.account_rtp(p.ssrc(), p.sequence_number(), p.timestamp(), now_ns);
                     self.counts.rtp += 1;
                     Ok(())
                 }
@@ -221,7 +212,7 @@ impl Pipeline {
             },
             demux::MediaKind::Rtcp => match rtcp::Packet::new_checked(payload) {
                 Ok(_) => {
-                    bump(&flow.counters.rtcp);
+                    bump(&flow.tallies.rtcp);
                     self.counts.rtcp += 1;
                     Ok(())
                 }
@@ -237,7 +228,7 @@ impl Pipeline {
                 Ok(())
             }
             Err(e) => {
-                flow.counters.drops.fetch_add(1, Relaxed);
+                flow.tallies.drops.fetch_add(1, Relaxed);
                 Err(e)
             }
         }
@@ -274,7 +265,7 @@ impl Pipeline {
                 Err(r) => self.counts.drop(r),
             }
         }
-        let mut found: [Option<&Flow>; CHUNK] = [None; CHUNK];
+        let mut found: [Option<FlowRef<'_>>; CHUNK] = [None; CHUNK];
         flows.get_many(&keys[..n], &mut found[..n]);
         self.touch(&found[..n]);
         for ((layout, flow), i) in layouts[..n].iter().zip(&found[..n]).zip(start..end) {
@@ -288,13 +279,13 @@ impl Pipeline {
     fn frame<B: PacketBuf>(
         &mut self,
         now_ns: u64,
-        flow: Option<&Flow>,
+        found: Option<FlowRef<'_>>,
         layout: Layout,
         burst: &mut Burst<B>,
         i: usize,
     ) {
         let pkt = &burst.pkts[i];
-        let Some(flow) = flow else {
+        let Some(found) = found else {
             if self.cfg.media_ports.contains(&pkt.dst.port()) {
                 return self.counts.drop(DropReason::NoFlow);
             }
@@ -308,20 +299,23 @@ impl Pipeline {
         // before any copy: afterwards only the headers are guaranteed visible.
         let l3_end = usize::from(layout.l3) + usize::from(layout.l3_len);
         let payload = frame.get(hdr_len..l3_end).unwrap_or_default();
+        let flow = found.flow;
         if let Err(r) = self.admit(now_ns, flow, src, payload) {
             return self.counts.drop(r);
         }
         if layout.hop_limit <= 1 {
-            flow.counters.drops.fetch_add(1, Relaxed);
+            flow.tallies.drops.fetch_add(1, Relaxed);
             return self.counts.drop(DropReason::TtlExpired);
         }
         let Some(plan) = frame.get(..hdr_len).and_then(|h| Plan::new(h, layout)) else {
             return self.counts.drop(DropReason::Truncated);
         };
-        let targets = flow.targets();
+        let mut targets = found.targets();
+        let first = targets.next();
         // Copies first: the original is rewritten in place for the first target, and a copy
         // holds a private copy of the headers as received.
-        for t in targets.iter().skip(1) {
+        for t in targets {
+            let t = &t;
             let eg = match self.check(&plan, t) {
                 Ok(eg) => eg,
                 Err(r) => {
@@ -354,7 +348,7 @@ impl Pipeline {
                 Err(r) => self.counts.drop(r),
             }
         }
-        if let Some(t) = targets.first() {
+        if let Some(t) = &first {
             let r = self
                 .check(&plan, t)
                 .and_then(|eg| plan.apply(burst.pkts[i].buf.as_mut(), eg, t));

@@ -124,23 +124,70 @@ fn jitter_step(jitter_q4: u32, last_transit: u32, transit: u32) -> u32 {
 const IN_USE: u32 = 1;
 /// [`SsrcCell::flags`] bit: `last_transit` holds a value.
 const HAS_TRANSIT: u32 = 2;
+/// [`SsrcCell::flags`] bit, kept by every store: the flow owning this (first) cell also tracks
+/// a second SSRC, so its pipeline touch pass loads that cell's line too.
+const SECOND: u32 = 4;
 
 /// [`SeqState`] in atomics, written by one worker and read by anyone.
+///
+/// `repr(C)` with what an in-order packet touches first: `ids`, `received`, `timing`, `flags`
+/// and `clock_rate` are the first 32 bytes, so a flow can place them in its hot cache line and
+/// leave `wrap` and `out_of_order` (wraps, jumps and late packets only) in the next one.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct SsrcCell {
     /// ssrc << 32 | base_seq << 16 | max_seq
     ids: AtomicU64,
-    /// cycles << 32 | bad_seq
-    wrap: AtomicU64,
     received: AtomicU64,
-    out_of_order: AtomicU64,
     /// last_transit << 32 | jitter_q4
     timing: AtomicU64,
-    /// bit 0: in use, bit 1: has_transit
+    /// bit 0: in use, bit 1: has_transit, bit 2: the flow tracks a second SSRC
     flags: AtomicU32,
+    /// RTP clock rate in Hz for jitter (fixed when the cell is made).
+    clock_rate: u32,
+    /// cycles << 32 | bad_seq
+    wrap: AtomicU64,
+    out_of_order: AtomicU64,
 }
 
+/// Bytes at the start of [`SsrcCell`] that the in-order path reads and writes.
+pub(crate) const SSRC_HOT_BYTES: usize = 32;
+const _: () = assert!(std::mem::offset_of!(SsrcCell, wrap) == SSRC_HOT_BYTES);
+const _: () = assert!(std::mem::size_of::<SsrcCell>() == 48);
+
 impl SsrcCell {
+    /// An empty cell for a stream with this RTP clock rate (Hz).
+    pub fn new(clock_rate: u32) -> Self {
+        SsrcCell {
+            clock_rate,
+            ..SsrcCell::default()
+        }
+    }
+
+    /// The RTP clock rate the cell converts arrival times with.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
+    /// Marks (on the first cell of a flow) that the flow tracks a second SSRC; see
+    /// [`SsrcCell::has_second`]. Only the owning worker calls this.
+    pub(crate) fn mark_second(&self) {
+        let f = self.flags.load(Relaxed);
+        self.flags.store(f | SECOND, Relaxed);
+    }
+
+    /// Whether the cell tracks an SSRC.
+    #[inline]
+    pub(crate) fn in_use(&self) -> bool {
+        self.flags.load(Relaxed) & IN_USE != 0
+    }
+
+    /// Whether [`SsrcCell::mark_second`] was called.
+    #[inline]
+    pub(crate) fn has_second(&self) -> bool {
+        self.flags.load(Relaxed) & SECOND != 0
+    }
+
     /// The stored state, or `None` if the cell was never used.
     pub fn load(&self) -> Option<SeqState> {
         let flags = self.flags.load(Relaxed);
@@ -164,8 +211,7 @@ impl SsrcCell {
         })
     }
 
-    /// One load from the cell's second half, the part [`SsrcCell::ssrc`] reads first (see
-    /// `Flow::touch`, which places the cell across two cache lines).
+    /// One load from the cell's hot part (see `Flow::touch`).
     #[inline]
     pub fn touch(&self) -> u64 {
         u64::from(self.flags.load(Relaxed))
@@ -193,7 +239,7 @@ impl SsrcCell {
             return false;
         }
         let max_seq = ids as u16;
-        if flags == IN_USE | HAS_TRANSIT
+        if flags & (IN_USE | HAS_TRANSIT) == IN_USE | HAS_TRANSIT
             && seq.wrapping_sub(max_seq) < MAX_DROPOUT
             && seq >= max_seq
         {
@@ -240,7 +286,8 @@ impl SsrcCell {
             Relaxed,
         );
         let transit = if s.has_transit { HAS_TRANSIT } else { 0 };
-        self.flags.store(IN_USE | transit, Relaxed);
+        let keep = self.flags.load(Relaxed) & SECOND;
+        self.flags.store(IN_USE | transit | keep, Relaxed);
     }
 }
 

@@ -89,7 +89,7 @@ fn the_first_sender_is_latched_and_others_are_dropped() {
     let f = g.iter().next().expect("flow");
     assert_eq!(f.source(), Some(addr(PUB)));
     assert_eq!(
-        f.counters.drops.load(std::sync::atomic::Ordering::Relaxed),
+        f.tallies.drops.load(std::sync::atomic::Ordering::Relaxed),
         2
     );
     let s: Vec<_> = f.ssrc_stats().collect();
