@@ -365,10 +365,10 @@ pub fn plan(topo: &Topology, request: &PlanRequest) -> Result<Plan, PlanError> {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| hk_set.clone());
         let targets: Vec<usize> = local_hk.iter().collect();
-        for (i, irq) in nic.irqs.iter().enumerate() {
+        for irq in &nic.irqs {
             let to: CpuSet = match irq.queue {
                 // Spread queue interrupts one CPU each, so no housekeeping CPU takes them all.
-                Some(_) => std::iter::once(targets[i % targets.len()]).collect(),
+                Some(q) => std::iter::once(targets[q as usize % targets.len()]).collect(),
                 None => local_hk.clone(),
             };
             irqs.push(IrqMove {
