@@ -68,6 +68,8 @@ pub enum CheckId {
     KernelBound,
     /// A port whose NIC could not be determined.
     PortWithoutNic,
+    /// The topology could not be read at all, so nothing was checked.
+    Unreadable,
 }
 
 /// One problem with a layout: what, why it costs, how to fix it.
@@ -114,6 +116,7 @@ impl CheckId {
             CheckId::IrqOnPollingCore => "irq-on-polling-core",
             CheckId::KernelBound => "kernel-bound",
             CheckId::PortWithoutNic => "port-without-nic",
+            CheckId::Unreadable => "unreadable",
         }
     }
 }
@@ -223,6 +226,19 @@ pub fn port_nics(topo: &Topology, cfg: &Config) -> Vec<PortNic> {
             }
         })
         .collect()
+}
+
+/// The warning to log when [`Topology::read`] failed and no check could run.
+pub fn unreadable(error: &crate::ReadError) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        check: CheckId::Unreadable,
+        what: format!("layout checks skipped: {error}"),
+        why: "NUMA, SMT, isolation, hugepage and IRQ problems go unnoticed".to_string(),
+        fix: "run `popmesh hw show` to see what cannot be read, and report it with the output \
+              of tools/hw-capture.sh"
+            .to_string(),
+    }
 }
 
 /// The housekeeping CPUs the checks protect: `housekeeping.cores`, plus `media.dpdk.main_core`

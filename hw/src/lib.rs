@@ -24,7 +24,9 @@ mod read;
 mod show;
 mod topology;
 
-pub use check::{check, housekeeping_cpus, port_nics, CheckId, Finding, PortNic, Severity};
+pub use check::{
+    check, housekeeping_cpus, port_nics, unreadable, CheckId, Finding, PortNic, Severity,
+};
 pub use cmdline::{CmdlineError, CmdlineIsolation, KernelCmdline, Param};
 pub use cpuset::{CpuListError, CpuSet, MAX_CPU_ID};
 pub use error::ReadError;

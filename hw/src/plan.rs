@@ -405,7 +405,7 @@ pub fn plan(topo: &Topology, request: &PlanRequest) -> Result<Plan, PlanError> {
 }
 
 fn size_text(kb: u64) -> String {
-    if kb % 1_048_576 == 0 {
+    if kb >= 1_048_576 {
         format!("{}G", kb / 1_048_576)
     } else {
         format!("{}M", kb / 1024)
