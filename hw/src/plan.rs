@@ -179,6 +179,16 @@ pub fn plan(topo: &Topology, request: &PlanRequest) -> Result<Plan, PlanError> {
                 first
             }
         };
+        if !nic.binding.dpdk_usable() {
+            reasons.push(format!(
+                "{}: bound to {} (kernel): for the DPDK backend bind it first \
+                 (dpdk-devbind.py -b vfio-pci {}), or keep it and use backend = \"uring\" with \
+                 media.ports bound to its address (then ignore [media.dpdk])",
+                nic.label(),
+                nic.driver.as_deref().unwrap_or("no driver"),
+                nic.pci.as_deref().unwrap_or("?")
+            ));
+        }
         ports.push(PlannedPort {
             key: key.clone(),
             iface: nic.name.clone(),

@@ -25,8 +25,10 @@ pub struct RootArg {
 
 #[derive(Debug, Subcommand)]
 pub enum HwCommand {
-    /// Show the machine: packages, NUMA nodes with their cores, SMT siblings and hugepages,
-    /// the NICs under the node they hang off (driver, DPDK-usable or not, queues, IRQs and
+    /// Show CPUs, NUMA nodes, SMT siblings, hugepages, NICs and their IRQs as a tree.
+    ///
+    /// Packages, NUMA nodes with their cores, SMT siblings and hugepages, the NICs under the
+    /// node they hang off (driver, DPDK-usable or not, queues, IRQs and
     /// their affinity), and the isolation the kernel command line asks for.
     Show {
         #[command(flatten)]
@@ -35,8 +37,10 @@ pub enum HwCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check an appliance config against this machine: each finding says what is wrong, what it
-    /// costs and how to fix it. These are the checks popmesh-dataplane runs at start-up.
+    /// Check an appliance config against this machine (exit 2 on errors).
+    ///
+    /// Each finding says what is wrong, what it costs and how to fix it. These are the checks
+    /// popmesh-dataplane runs at start-up.
     ///
     /// Exit status: 0 no errors (warnings and notes are printed but do not fail), 2 errors
     /// (popmesh-dataplane would refuse to start with this config), 1 the config or sysfs could
@@ -54,7 +58,9 @@ pub enum HwCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Propose a layout for the given ports: media cores NUMA-local to the NICs, one per
+    /// Propose a layout for the given ports: config fragment, kernel command line, IRQ script.
+    ///
+    /// Media cores NUMA-local to the NICs, one per
     /// physical core with SMT siblings left idle, signaling and housekeeping on cores of their
     /// own, CPU 0 for housekeeping. Prints the reasons, a config fragment, the kernel command
     /// line (isolcpus, nohz_full, rcu_nocbs, hugepages) and an IRQ affinity script.

@@ -12,9 +12,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-/// popmesh: operate a popmesh edge appliance.
+/// Operate a popmesh edge appliance: see and check the machine's CPU/NIC layout, plan one.
+///
+/// Exit status: 0 success, 1 the command failed (unreadable file, impossible plan), 2 errors
+/// found by `popmesh hw check` (or bad arguments).
 #[derive(Debug, Parser)]
-#[command(name = "popmesh", version, about, long_about = None, propagate_version = true)]
+#[command(name = "popmesh", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
