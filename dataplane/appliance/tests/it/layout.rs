@@ -73,3 +73,33 @@ fn every_layout_error_is_listed_and_warnings_alone_do_not_refuse() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn warnings_do_not_refuse_and_check_mode_prints_them() {
+    // The captured VM: CPU 1 is not isolated and eth0's IRQs may land on it.
+    let path = crate::harness::write_config(
+        "vm-warnings.toml",
+        "[media]\ncores = [1]\n[[media.ports]]\nname = \"lab\"\nbind = \"127.0.0.1:40000\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--check", "--config"])
+        .arg(&path)
+        .env(
+            "POPMESH_HW_ROOT",
+            repo_root().join("hw/tests/fixtures/vm-2core"),
+        )
+        .output()
+        .expect("run popmesh-dataplane --check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("warning[not-isolated]: media.cores[0]: CPU 1"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("warning[irq-on-polling-core]"),
+        "stderr: {stderr}"
+    );
+    let effective: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config JSON");
+    assert_eq!(effective["media"]["cores"][0], 1);
+}
