@@ -4,7 +4,8 @@
 #
 # Usage: tools/fuzz.sh [FUZZ_DIR...]
 #   FUZZ_DIR     a cargo-fuzz directory (holding Cargo.toml and fuzz_targets/); default: every
-#                dataplane/*/fuzz and any other */fuzz below the repository root.
+#                */fuzz below the repository root: dataplane/wire/fuzz, dataplane/config/fuzz,
+#                perf/fuzz and hw/fuzz (parse_cpulist, parse_cmdline) today.
 #   FUZZ_SECONDS seconds per target (default 30).
 #   FUZZ_SANITIZER  cargo-fuzz sanitizer (default "none"). On the stable toolchain only "none"
 #                works: the default "address" passes -Zsanitizer=address, which stable rustc

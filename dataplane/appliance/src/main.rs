@@ -1,7 +1,8 @@
 //! `popmesh-dataplane`: the appliance daemon.
 //!
 //! Start-up order matters to operators: the config is parsed and checked against the machine
-//! first (exit status 64 on any problem, before a socket is bound or a thread started), then
+//! first (exit status 64 on any problem, before a socket is bound, EAL started or a thread
+//! started; the layout checks are `popmesh hw check`'s, and their warnings are logged), then
 //! the flow table is filled, the pinned media workers open their backends, and only then does
 //! the admin server report ready. SIGTERM or SIGINT stops the workers and exits 0.
 #![forbid(unsafe_code)]
@@ -18,10 +19,15 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use popmesh_config::{BackendKind, Config, LogFormat};
+use popmesh_hw::{Finding, Severity, Topology};
 use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable, Target};
 
 /// Exit status for a configuration the daemon refuses (EX_USAGE in sysexits.h).
 const EXIT_BAD_CONFIG: u8 = 64;
+
+/// Test override of the sysfs/procfs root the layout checks read (default `/`), so that the
+/// integration tests can start the real binary against a captured two-socket machine.
+const HW_ROOT_ENV: &str = "POPMESH_HW_ROOT";
 
 /// popmesh media dataplane: pinned poll-mode workers relaying and replicating RTP/RTCP.
 #[derive(Debug, Parser)]
@@ -58,7 +64,7 @@ impl Clock {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match load(&args) {
+    let (cfg, findings) = match load(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("popmesh-dataplane: bad configuration: {e:#}");
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        for finding in &findings {
+            eprintln!("{finding}");
+        }
         match serde_json::to_string_pretty(&cfg) {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("popmesh-dataplane: cannot print config: {e}"),
@@ -73,6 +82,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&cfg);
+    log_findings(&findings);
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,9 +93,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses the file and checks it against this machine. Binds nothing.
-fn load(args: &Args) -> anyhow::Result<Config> {
+/// Parses the file and checks it against this machine. Binds nothing. Returns the layout
+/// findings that are not errors (warnings and notes), for logging once tracing is up.
+fn load(args: &Args) -> anyhow::Result<(Config, Vec<Finding>)> {
     let cfg = Config::from_file(&args.config)?;
+    let findings = check_layout(&cfg)?;
     let online: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -108,7 +120,42 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .map_err(|e| anyhow::anyhow!("log.level: {:?}: {e}", cfg.log.level))?;
-    Ok(cfg)
+    Ok((cfg, findings))
+}
+
+/// The `popmesh hw check` checks on this machine (or on `POPMESH_HW_ROOT`): any error refuses
+/// the config, listing every error with why and how to fix it.
+fn check_layout(cfg: &Config) -> anyhow::Result<Vec<Finding>> {
+    let root = std::env::var_os(HW_ROOT_ENV).map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let topo = match Topology::read(&root) {
+        Ok(topo) => topo,
+        // A sysfs this daemon cannot make sense of should not stop a POP: say so and go on.
+        Err(e) => return Ok(vec![popmesh_hw::unreadable(&e)]),
+    };
+    let (errors, rest): (Vec<Finding>, Vec<Finding>) = popmesh_hw::check(&topo, cfg)
+        .into_iter()
+        .partition(|f| f.severity == Severity::Error);
+    if !errors.is_empty() {
+        let listed: Vec<String> = errors.iter().map(|f| f.to_string()).collect();
+        anyhow::bail!(
+            "the layout does not fit this machine ({} error(s); `popmesh hw check --config FILE` \
+             shows every finding, `popmesh hw plan` proposes a layout):\n{}",
+            errors.len(),
+            listed.join("\n")
+        );
+    }
+    Ok(rest)
+}
+
+fn log_findings(findings: &[Finding]) {
+    for f in findings {
+        match f.severity {
+            Severity::Note => {
+                tracing::info!(check = f.check.name(), why = %f.why, "{}", f.what)
+            }
+            _ => tracing::warn!(check = f.check.name(), why = %f.why, fix = %f.fix, "{}", f.what),
+        }
+    }
 }
 
 fn init_tracing(cfg: &Config) {

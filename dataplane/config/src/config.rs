@@ -15,8 +15,8 @@ use serde::{Serialize, Serializer};
 use crate::duration::{self, parse_duration};
 use crate::error::{ConfigError, ToTomlError};
 use crate::raw::{
-    RawAdmin, RawConfig, RawDpdk, RawIdle, RawLog, RawMedia, RawPort, RawSession, RawSubscriber,
-    RawUring,
+    RawAdmin, RawConfig, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort, RawSession,
+    RawSubscriber, RawUring,
 };
 
 /// Documented default values; the raw structs render them in the file's syntax.
@@ -98,8 +98,24 @@ pub struct Config {
     pub log: LogConfig,
     /// `[media]`: the media workers and their ports.
     pub media: MediaConfig,
+    /// `[signaling]`: CPUs reserved for the signaling lane.
+    pub signaling: CoreLaneConfig,
+    /// `[housekeeping]`: CPUs reserved for the OS, IRQs and the appliance's own control threads.
+    pub housekeeping: CoreLaneConfig,
     /// `[[sessions]]`: static media sessions, in file order. May be empty.
     pub sessions: Vec<SessionConfig>,
+}
+
+/// `[signaling]` or `[housekeeping]`: CPUs reserved for one lane, apart from `media.cores`.
+///
+/// The dataplane starts no thread on them; they tell the layout checks (`popmesh hw check`,
+/// and the same checks at start-up) and the planner which CPUs must stay free of polling
+/// workers and of each other. Empty (the default) declares nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CoreLaneConfig {
+    /// CPU ids, unique, each below 1024 (`CPU_SETSIZE`), at most 128; never one of
+    /// `media.cores`, and the two lanes share none.
+    pub cores: Vec<usize>,
 }
 
 /// `[admin]`: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/config`, `/flows`).
@@ -591,6 +607,9 @@ impl TryFrom<RawConfig> for Config {
         let admin = AdminConfig::try_from(raw.admin)?;
         let log = LogConfig::try_from(raw.log)?;
         let media = MediaConfig::try_from(raw.media)?;
+        let signaling = convert_lane("signaling", &raw.signaling, &media, None)?;
+        let housekeeping =
+            convert_lane("housekeeping", &raw.housekeeping, &media, Some(&signaling))?;
         let mut sessions: Vec<SessionConfig> = Vec::with_capacity(raw.sessions.len());
         for (index, raw_session) in raw.sessions.into_iter().enumerate() {
             let session = convert_session(index, raw_session, &media, &sessions)?;
@@ -600,6 +619,8 @@ impl TryFrom<RawConfig> for Config {
             admin,
             log,
             media,
+            signaling,
+            housekeeping,
             sessions,
         })
     }
@@ -745,6 +766,67 @@ fn convert_cores(raw: &[i64]) -> Result<Vec<usize>, ConfigError> {
         cores.push(core);
     }
     Ok(cores)
+}
+
+/// `[signaling]` / `[housekeeping]` `cores`: CPU ids apart from the media workers and, for the
+/// housekeeping lane, from the signaling lane. A media worker spins at 100% on its CPU, so a
+/// lane sharing it would only run when the worker yields.
+fn convert_lane(
+    lane: &str,
+    raw: &RawCoreLane,
+    media: &MediaConfig,
+    signaling: Option<&CoreLaneConfig>,
+) -> Result<CoreLaneConfig, ConfigError> {
+    if raw.cores.len() > MAX_CORES {
+        return Err(ConfigError::invalid(
+            format!("{lane}.cores"),
+            format!("{} entries", raw.cores.len()),
+            format!("must list at most {MAX_CORES} CPU ids"),
+        ));
+    }
+    let mut cores: Vec<usize> = Vec::with_capacity(raw.cores.len());
+    for (index, &value) in raw.cores.iter().enumerate() {
+        let path = format!("{lane}.cores[{index}]");
+        let core = usize::try_from(value)
+            .ok()
+            .filter(|_| value < CPU_SETSIZE)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &path,
+                    value.to_string(),
+                    format!("is not a CPU id (0..={})", CPU_SETSIZE - 1),
+                )
+            })?;
+        if let Some(first) = cores.iter().position(|&c| c == core) {
+            return Err(ConfigError::invalid(
+                path,
+                value.to_string(),
+                format!("is listed twice (also {lane}.cores[{first}])"),
+            ));
+        }
+        if let Some(worker) = media.cores.iter().position(|&c| c == core) {
+            return Err(ConfigError::invalid(
+                path,
+                value.to_string(),
+                format!(
+                    "is also media.cores[{worker}]; a polling media worker keeps its CPU 100% \
+                     busy, so the {lane} lane needs CPUs of its own"
+                ),
+            ));
+        }
+        if let Some(other) = signaling.and_then(|s| s.cores.iter().position(|&c| c == core)) {
+            return Err(ConfigError::invalid(
+                path,
+                value.to_string(),
+                format!(
+                    "is also signaling.cores[{other}]; keep housekeeping (OS, IRQs, admin) off \
+                     the signaling lane so a burst of interrupts cannot delay signaling"
+                ),
+            ));
+        }
+        cores.push(core);
+    }
+    Ok(CoreLaneConfig { cores })
 }
 
 fn parse_port_range(s: &str) -> Option<RangeInclusive<u16>> {
@@ -1343,6 +1425,8 @@ struct FileView<'a> {
     admin: &'a AdminConfig,
     log: &'a LogConfig,
     media: &'a MediaConfig,
+    signaling: &'a CoreLaneConfig,
+    housekeeping: &'a CoreLaneConfig,
     sessions: Vec<SessionView<'a>>,
 }
 
@@ -1409,6 +1493,8 @@ impl<'a> FileView<'a> {
             admin: &config.admin,
             log: &config.log,
             media: &config.media,
+            signaling: &config.signaling,
+            housekeeping: &config.housekeeping,
             sessions,
         })
     }

@@ -84,6 +84,17 @@
 //! # mtu = 1500                     # largest IP packet sent, 68..=9216
 //! # prefix_len = 24                # of the address on the exception TAP (64 for IPv6)
 //!
+//! [signaling]                      # CPUs reserved for the signaling lane (control daemon,
+//! cores = []                       # mesh proxy); the dataplane runs nothing there. Unique ids
+//!                                  # < 1024, at most 128, never one of media.cores. Used by the
+//!                                  # layout checks (`popmesh hw check`, and at start-up) and
+//!                                  # the planner (`popmesh hw plan`)
+//!
+//! [housekeeping]                   # CPUs left to the OS, NIC interrupts, the admin server and
+//! cores = []                       # EAL's main thread; same rules, and none of signaling.cores.
+//!                                  # Empty: the checks treat media.dpdk.main_core (dpdk) as the
+//!                                  # only housekeeping CPU
+//!
 //! [[sessions]]                     # static media sessions; there may be none
 //! name = "lab-room-1"              # unique, 1..=64 characters
 //! ingress = "127.0.0.1:40000"      # where the publisher sends; unique; opened by media.ports
@@ -103,6 +114,9 @@
 //!   unspecified address of the same family, with a shared UDP port) and end at or below port
 //!   65535; the total number of PortIds fits a `u16` (at most 65535).
 //! - `media.cores`: no CPU id twice; with `dpdk`, `media.dpdk.main_core` is not among them.
+//! - `signaling.cores`, `housekeeping.cores`: no CPU id twice, none of `media.cores`, and the
+//!   two lanes share no CPU. Whether the CPUs exist, are isolated or share a physical core is a
+//!   property of the machine, checked by `popmesh-hw`, not here.
 //! - `dpdk` ports: `device` unique; the IP is concrete and owned by one port (sessions may use
 //!   any UDP port of it); relayed packets leave from `bind`.
 //! - `sessions`: names unique; `ingress` unique and inside a port range, either on exactly the
@@ -153,8 +167,9 @@ mod error;
 mod raw;
 
 pub use config::{
-    format_mac, parse_mac, AdminConfig, BackendKind, Config, DpdkConfig, IdleConfig, L2PortConfig,
-    LogConfig, LogFormat, MediaConfig, PortConfig, SessionConfig, SubscriberConfig, UringConfig,
+    format_mac, parse_mac, AdminConfig, BackendKind, Config, CoreLaneConfig, DpdkConfig,
+    IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig, SessionConfig,
+    SubscriberConfig, UringConfig,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ToTomlError};

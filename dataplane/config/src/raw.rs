@@ -25,7 +25,18 @@ pub struct RawConfig {
     #[serde(default)]
     pub media: RawMedia,
     #[serde(default)]
+    pub signaling: RawCoreLane,
+    #[serde(default)]
+    pub housekeeping: RawCoreLane,
+    #[serde(default)]
     pub sessions: Vec<RawSession>,
+}
+
+/// `[signaling]` and `[housekeeping]`: a set of reserved CPUs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCoreLane {
+    pub cores: Vec<i64>,
 }
 
 /// `[admin]`

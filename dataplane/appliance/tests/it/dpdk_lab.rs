@@ -226,15 +226,18 @@ fn dpdk_setup_errors_say_how_to_fix_them() {
         ) && stderr.contains("media.dpdk.vdevs"),
         "stderr: {stderr}"
     );
-    // More packet memory than the reserved hugepages hold: the hint says how to get them.
+    // More packet memory than the reserved hugepages hold: the start-up layout check refuses it
+    // (exit 64) before EAL starts, and the hint says how to get them.
     let (code, stderr) = failing_start(
         "dpdk-hugepages.toml",
         "hugepages = true\nmemory_mb = 1000000\nvdevs = [\"net_null0\"]\nexception_tap = false",
         "net_null0",
     );
-    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert_eq!(code, Some(64), "stderr: {stderr}");
     assert!(
-        stderr.contains("DPDK EAL failed to start") && stderr.contains("tools/hugepages.sh"),
+        stderr.contains("error[hugepages]")
+            && stderr.contains("media.dpdk.memory_mb = 1000000")
+            && stderr.contains("tools/hugepages.sh"),
         "stderr: {stderr}"
     );
 }

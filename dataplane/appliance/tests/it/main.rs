@@ -6,5 +6,6 @@
 mod dpdk_lab;
 mod harness;
 mod lab;
+mod layout;
 mod netns;
 mod rejects;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use popmesh_config::{
-    AdminConfig, BackendKind, Config, IdleConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
-    SessionConfig, SubscriberConfig, UringConfig,
+    AdminConfig, BackendKind, Config, CoreLaneConfig, IdleConfig, LogConfig, LogFormat,
+    MediaConfig, PortConfig, SessionConfig, SubscriberConfig, UringConfig,
 };
 
 fn configs_dir() -> PathBuf {
@@ -94,6 +94,8 @@ fn lab_toml_is_the_lab_session() {
                 l2: None,
             }],
         },
+        signaling: CoreLaneConfig::default(),
+        housekeeping: CoreLaneConfig { cores: vec![0] },
         sessions: vec![SessionConfig {
             name: "lab-room-1".to_string(),
             ingress: addr("127.0.0.1:40000"),

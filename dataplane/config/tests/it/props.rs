@@ -373,6 +373,8 @@ struct ConfigSeed {
     json: bool,
     mem: bool,
     cores: Vec<usize>,
+    /// Candidate lane CPUs: those not already taken go alternately to signaling and housekeeping.
+    lanes: Vec<usize>,
     numbers: (u16, u32, u32, u32, u64),
     media_port_range: Option<(u16, u16)>,
     uring: (u32, u32, u32, bool, usize, usize),
@@ -387,6 +389,7 @@ fn build_config(seed: ConfigSeed) -> Config {
         json,
         mem,
         mut cores,
+        lanes,
         numbers,
         media_port_range,
         uring,
@@ -395,6 +398,16 @@ fn build_config(seed: ConfigSeed) -> Config {
     } = seed;
     let mut seen_cores = std::collections::HashSet::new();
     cores.retain(|c| seen_cores.insert(*c));
+    let (mut signaling, mut housekeeping) = (Vec::new(), Vec::new());
+    for cpu in lanes {
+        if seen_cores.insert(cpu) {
+            if signaling.len() <= housekeeping.len() {
+                signaling.push(cpu);
+            } else {
+                housekeeping.push(cpu);
+            }
+        }
+    }
     let (burst, max_flows, clock_rate, spin_polls, max_wait_nanos) = numbers;
 
     // Disjoint port windows keep even wildcard binds from overlapping.
@@ -520,6 +533,10 @@ fn build_config(seed: ConfigSeed) -> Config {
             dpdk: popmesh_config::DpdkConfig::default(),
             ports,
         },
+        signaling: popmesh_config::CoreLaneConfig { cores: signaling },
+        housekeeping: popmesh_config::CoreLaneConfig {
+            cores: housekeeping,
+        },
         sessions,
     }
 }
@@ -531,6 +548,7 @@ prop_compose! {
         json in any::<bool>(),
         mem in any::<bool>(),
         cores in prop::collection::vec(0usize..1024, 1..=8),
+        lanes in prop::collection::vec(0usize..1024, 0..=6),
         numbers in (1u16..=256, 1u32..=16_777_216, 1u32..=1_000_000, 0u32..=1_000_000, 1u64..=1_000_000_000),
         media_port_range in prop::option::of((1u16..=u16::MAX, 1u16..=u16::MAX)),
         uring in (
@@ -550,6 +568,7 @@ prop_compose! {
             json,
             mem,
             cores,
+            lanes,
             numbers,
             media_port_range,
             uring,

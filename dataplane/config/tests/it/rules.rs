@@ -345,6 +345,73 @@ fn cores_are_unique_cpu_ids_with_1_to_128_entries() {
 }
 
 #[test]
+fn signaling_and_housekeeping_cores_are_unique_and_apart_from_media_and_each_other() {
+    let doc = format!(
+        "[media]\ncores = [2, 3]\n[signaling]\ncores = [1, 5]\n[housekeeping]\ncores = [0]\n{PORT}"
+    );
+    let config = ok(&doc);
+    assert_eq!(config.signaling.cores, vec![1, 5]);
+    assert_eq!(config.housekeeping.cores, vec![0]);
+    assert!(
+        ok(PORT).signaling.cores.is_empty(),
+        "default: no lane declared"
+    );
+    assert!(ok(PORT).housekeeping.cores.is_empty());
+
+    let lanes = |signaling: &str, housekeeping: &str| {
+        format!(
+            "[media]\ncores = [2, 3]\n[signaling]\ncores = {signaling}\n\
+             [housekeeping]\ncores = {housekeeping}\n{PORT}"
+        )
+    };
+    assert_invalid(
+        &lanes("[1, 3]", "[]"),
+        "signaling.cores[1]",
+        "3",
+        "is also media.cores[1]; a polling media worker",
+    );
+    assert_invalid(
+        &lanes("[1]", "[0, 2]"),
+        "housekeeping.cores[1]",
+        "2",
+        "is also media.cores[0]",
+    );
+    assert_invalid(
+        &lanes("[1]", "[0, 1]"),
+        "housekeeping.cores[1]",
+        "1",
+        "is also signaling.cores[0]; keep housekeeping",
+    );
+    assert_invalid(
+        &lanes("[1, 1]", "[]"),
+        "signaling.cores[1]",
+        "1",
+        "is listed twice (also signaling.cores[0])",
+    );
+    assert_invalid(
+        &lanes("[1024]", "[]"),
+        "signaling.cores[0]",
+        "1024",
+        "is not a CPU id (0..=1023)",
+    );
+    assert_invalid(
+        &lanes("[]", "[-1]"),
+        "housekeeping.cores[0]",
+        "-1",
+        "is not a CPU id",
+    );
+    let many: Vec<String> = (4..133).map(|i| i.to_string()).collect();
+    assert_invalid(
+        &lanes(&format!("[{}]", many.join(", ")), "[]"),
+        "signaling.cores",
+        "129 entries",
+        "must list at most 128 CPU ids",
+    );
+    let typo = syntax(&format!("[signaling]\ncpus = [1]\n{PORT}"));
+    assert!(typo.contains("cpus"), "{typo}");
+}
+
+#[test]
 fn numeric_media_ranges() {
     let cases: [(&str, &str, &str, &str); 8] = [
         ("burst = 0", "media.burst", "0", "must be in 1..=256"),
