@@ -4,7 +4,8 @@
 #
 # Usage: tools/fuzz.sh [FUZZ_DIR...]
 #   FUZZ_DIR     a cargo-fuzz directory (holding Cargo.toml and fuzz_targets/); default: every
-#                dataplane/*/fuzz and any other */fuzz below the repository root.
+#                dataplane/*/fuzz, ctrl/api/fuzz (spiffe_id, decode_update), perf/fuzz and
+#                any other */fuzz below the repository root.
 #   FUZZ_SECONDS seconds per target (default 30).
 #   FUZZ_SANITIZER  cargo-fuzz sanitizer (default "none"). On the stable toolchain only "none"
 #                works: the default "address" passes -Zsanitizer=address, which stable rustc

@@ -80,11 +80,16 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
 
 fn open_store(state_dir: &Path) -> anyhow::Result<Store> {
     let path = state_dir.join(STORE_FILE);
+    let existed = path.exists();
     Store::open(&path).with_context(|| {
-        format!(
-            "cannot open the store {} (is another popmesh-ctrld using this state directory?)",
-            path.display()
-        )
+        if existed {
+            format!(
+                "cannot open the store {} (is another popmesh-ctrld using this state directory?)",
+                path.display()
+            )
+        } else {
+            format!("cannot create the store {}", path.display())
+        }
     })
 }
 
@@ -184,6 +189,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let now = SystemTime::now();
+    let path = o.state_dir.join(STORE_FILE);
+    if !path.exists() {
+        bail!(
+            "no store at {}: run `popmesh-ctrld bootstrap --state-dir {} --trust-domain <TD>` first",
+            path.display(),
+            o.state_dir.display()
+        );
+    }
     let store = open_store(&o.state_dir)?;
     let core = Arc::new(Core::load(store, now).with_context(|| {
         format!(

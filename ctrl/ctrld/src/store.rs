@@ -65,22 +65,24 @@ impl Kind {
 pub enum StoreError {
     /// redb could not open, read or commit.
     #[error("store: {0}")]
-    Db(#[from] redb::Error),
+    Db(redb::Error),
     /// A stored record does not decode (a corrupt or foreign file).
-    #[error("store: {kind} {name:?} does not decode: {source}")]
+    #[error("store: {kind} {name:?} does not decode: {error}")]
     Decode {
         /// Table.
         kind: &'static str,
         /// Key.
         name: String,
         /// Decoder error.
-        source: prost::DecodeError,
+        error: prost::DecodeError,
     },
     /// The CA record is missing or incomplete: the state directory was not bootstrapped.
     #[error("store: no certificate authority; run `popmesh-ctrld bootstrap` first")]
     NoCa,
 }
 
+// Not `#[from]`: the redb error is part of the message, not a separate source, so anyhow's
+// chain does not print it twice.
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db(e.into())
 }
@@ -186,10 +188,10 @@ impl Store {
             let mut out = Vec::new();
             for row in table.iter().map_err(db_err)? {
                 let (k, v) = row.map_err(db_err)?;
-                out.push(M::decode(v.value()).map_err(|source| StoreError::Decode {
+                out.push(M::decode(v.value()).map_err(|error| StoreError::Decode {
                     kind: kind.name(),
                     name: k.value().to_string(),
-                    source,
+                    error,
                 })?);
             }
             Ok(out)
