@@ -31,16 +31,29 @@ pub const CTRLD_NAME: &str = "ctrld";
 pub enum CaError {
     /// rcgen refused parameters or could not sign.
     #[error("certificate: {0}")]
-    Rcgen(#[from] rcgen::Error),
+    Rcgen(rcgen::Error),
     /// The trust domain or an identity part is not valid.
     #[error("identity: {0}")]
-    Id(#[from] spiffe::SpiffeIdError),
+    Id(spiffe::SpiffeIdError),
     /// The CSR does not parse or its signature does not verify.
     #[error("csr_pem: not a valid PKCS#10 certificate signing request (PEM): {0}")]
     Csr(rcgen::Error),
     /// The imported CA certificate or key does not parse, or the key does not match.
     #[error("imported CA: {0}")]
     Import(String),
+}
+
+// Not `#[from]`: the inner error is part of the message, so anyhow does not print it twice.
+impl From<rcgen::Error> for CaError {
+    fn from(e: rcgen::Error) -> Self {
+        CaError::Rcgen(e)
+    }
+}
+
+impl From<spiffe::SpiffeIdError> for CaError {
+    fn from(e: spiffe::SpiffeIdError) -> Self {
+        CaError::Id(e)
+    }
 }
 
 /// An issued certificate.

@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use popmesh_ctrl_api::pb::{config_update, BatchSessionsRequest, ConfigUpdate, Session, WatchRequest};
+use popmesh_ctrl_api::pb::{
+    config_update, BatchSessionsRequest, ConfigUpdate, Session, WatchRequest,
+};
 use popmesh_ctrl_api::validate::{self, MAX_SUBSCRIBERS};
 use prost::Message;
 

@@ -6,7 +6,10 @@ fn service() -> Service {
         name: "encoder".into(),
         groups: ["v1", "v2"]
             .iter()
-            .map(|v| EndpointGroup { version: (*v).into(), endpoints: vec!["10.0.0.1:80".into()] })
+            .map(|v| EndpointGroup {
+                version: (*v).into(),
+                endpoints: vec!["10.0.0.1:80".into()],
+            })
             .collect(),
         default_version: "v1".into(),
         ..Default::default()
@@ -17,8 +20,14 @@ fn split(v2: u32) -> Canary {
     Canary {
         service: "encoder".into(),
         weights: vec![
-            VersionWeight { version: "v1".into(), weight: 100 - v2 },
-            VersionWeight { version: "v2".into(), weight: v2 },
+            VersionWeight {
+                version: "v1".into(),
+                weight: 100 - v2,
+            },
+            VersionWeight {
+                version: "v2".into(),
+                weight: v2,
+            },
         ],
         ..Default::default()
     }

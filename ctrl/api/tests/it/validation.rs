@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 
 use popmesh_ctrl_api::pb::{
-    Canary, Endpoint, EndpointGroup, HeaderMatch, Labels, Policy, PolicyAction, RetryPolicy,
-    Route, Service, Session, Subscriber, VersionWeight,
+    Canary, Endpoint, EndpointGroup, HeaderMatch, Labels, Policy, PolicyAction, RetryPolicy, Route,
+    Service, Session, Subscriber, VersionWeight,
 };
 use popmesh_ctrl_api::validate;
 
 fn ep(a: &str, p: u32) -> Option<Endpoint> {
-    Some(Endpoint { address: a.into(), port: p })
+    Some(Endpoint {
+        address: a.into(),
+        port: p,
+    })
 }
 
 pub fn good_session() -> Session {
@@ -19,7 +22,10 @@ pub fn good_session() -> Session {
         ingress: ep("192.0.2.1", 40000),
         source: None,
         clock_rate: 90000,
-        subscribers: vec![Subscriber { endpoint: ep("198.51.100.1", 41000), egress_port: String::new() }],
+        subscribers: vec![Subscriber {
+            endpoint: ep("198.51.100.1", 41000),
+            egress_port: String::new(),
+        }],
         labels: None,
         version: 0,
     }
@@ -30,7 +36,10 @@ fn catalog() -> HashMap<String, Service> {
         name: "encoder".into(),
         groups: ["v1", "v2"]
             .iter()
-            .map(|v| EndpointGroup { version: (*v).into(), endpoints: vec!["enc.internal:443".into()] })
+            .map(|v| EndpointGroup {
+                version: (*v).into(),
+                endpoints: vec!["enc.internal:443".into()],
+            })
             .collect(),
         default_version: "v1".into(),
         ..Default::default()
@@ -41,7 +50,9 @@ fn catalog() -> HashMap<String, Service> {
 fn session_err(f: impl FnOnce(&mut Session)) -> String {
     let mut s = good_session();
     f(&mut s);
-    validate::session("session", &s, &catalog()).unwrap_err().to_string()
+    validate::session("session", &s, &catalog())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -59,7 +70,10 @@ fn session_errors_name_the_field() {
         session_err(|s| s.ingress = ep("192.0.2.1", 70000)),
         "session.ingress.port: 70000 is not a UDP port (1..=65535)"
     );
-    assert_eq!(session_err(|s| s.ingress = None), "session.ingress: required");
+    assert_eq!(
+        session_err(|s| s.ingress = None),
+        "session.ingress: required"
+    );
     assert_eq!(
         session_err(|s| s.source = ep("2001:db8::1", 5000)),
         "session.source.address: 2001:db8::1 is not of the ingress address family (192.0.2.1:40000)"
@@ -92,17 +106,27 @@ fn session_errors_name_the_field() {
         "session.clock_rate: 2000000 Hz, at most 1000000 (0: the appliance's default)"
     );
     assert_eq!(
-        session_err(|s| s.labels = Some(Labels { service: "encoder".into(), version: "v3".into(), ..Default::default() })),
+        session_err(|s| s.labels = Some(Labels {
+            service: "encoder".into(),
+            version: "v3".into(),
+            ..Default::default()
+        })),
         "session.labels.version: service \"encoder\" has no version \"v3\" (it has v1, v2)"
     );
     assert_eq!(
-        session_err(|s| s.labels = Some(Labels { service: "nope".into(), ..Default::default() })),
+        session_err(|s| s.labels = Some(Labels {
+            service: "nope".into(),
+            ..Default::default()
+        })),
         "session.labels.service: unknown service \"nope\""
     );
     assert_eq!(
         session_err(|s| {
             s.subscribers = (0..4097u32)
-                .map(|i| Subscriber { endpoint: ep("198.51.100.1", 1 + i), egress_port: String::new() })
+                .map(|i| Subscriber {
+                    endpoint: ep("198.51.100.1", 1 + i),
+                    egress_port: String::new(),
+                })
                 .collect()
         }),
         "session.subscribers: 4097 subscribers, at most 4096 per session"
@@ -113,7 +137,11 @@ fn session_errors_name_the_field() {
 fn mesh_errors_name_the_field() {
     let cat = catalog();
     let mut s = cat["encoder"].clone();
-    s.retry = Some(RetryPolicy { attempts: 3, per_try_timeout_ms: 0, retry_on: vec!["5xx".into(), "teapot".into()] });
+    s.retry = Some(RetryPolicy {
+        attempts: 3,
+        per_try_timeout_ms: 0,
+        retry_on: vec!["5xx".into(), "teapot".into()],
+    });
     assert_eq!(
         validate::service("service", &s).unwrap_err().to_string(),
         "service.retry.retry_on[1]: unknown condition \"teapot\" (known: 5xx, gateway-error, reset, connect-failure, unavailable, cancelled, deadline-exceeded, resource-exhausted)"
@@ -135,7 +163,10 @@ fn mesh_errors_name_the_field() {
         name: "api".into(),
         host: "live.example.com".into(),
         path_prefix: "api".into(),
-        headers: vec![HeaderMatch { name: "x-env".into(), value: "canary".into() }],
+        headers: vec![HeaderMatch {
+            name: "x-env".into(),
+            value: "canary".into(),
+        }],
         service: "encoder".into(),
         ..Default::default()
     };
@@ -147,19 +178,30 @@ fn mesh_errors_name_the_field() {
     let c = Canary {
         service: "encoder".into(),
         weights: vec![
-            VersionWeight { version: "v1".into(), weight: 60 },
-            VersionWeight { version: "v1".into(), weight: 40 },
+            VersionWeight {
+                version: "v1".into(),
+                weight: 60,
+            },
+            VersionWeight {
+                version: "v1".into(),
+                weight: 40,
+            },
         ],
         ..Default::default()
     };
     assert_eq!(
-        validate::canary("canary", &c, &cat).unwrap_err().to_string(),
+        validate::canary("canary", &c, &cat)
+            .unwrap_err()
+            .to_string(),
         "canary.weights[1].version: \"v1\" is listed twice"
     );
 
     let p = Policy {
         name: "danmaku-no-payment".into(),
-        sources: vec!["spiffe://pop.test/ns/danmaku/sa/*".into(), "spiffe://pop.test/user".into()],
+        sources: vec![
+            "spiffe://pop.test/ns/danmaku/sa/*".into(),
+            "spiffe://pop.test/user".into(),
+        ],
         destination: "encoder".into(),
         methods: vec!["POST".into()],
         paths: vec!["/pay".into()],

@@ -3,9 +3,9 @@
 
 use popmesh_ctrl_api::pb::{
     appliance_service_client::ApplianceServiceClient,
-    identity_service_client::IdentityServiceClient,
-    session_service_client::SessionServiceClient, CreateSessionRequest, GetTrustBundleRequest,
-    IdentityKind, IssueSvidRequest, ListSessionsRequest, RegisterRequest,
+    identity_service_client::IdentityServiceClient, session_service_client::SessionServiceClient,
+    CreateSessionRequest, GetTrustBundleRequest, IdentityKind, IssueSvidRequest,
+    ListSessionsRequest, RegisterRequest,
 };
 use tonic::Code;
 
@@ -24,7 +24,10 @@ async fn client_without_certificate_is_refused() {
             .map_err(|e| format!("call: {e:?}")),
     };
     let err = result.expect_err("a client without a certificate was served");
-    assert!(!err.contains("PermissionDenied"), "refused too late (after the handshake): {err}");
+    assert!(
+        !err.contains("PermissionDenied"),
+        "refused too late (after the handshake): {err}"
+    );
 
     // A certificate from another CA (a second, independent daemon's operator).
     let other = Daemon::start();
@@ -53,11 +56,17 @@ async fn appliance_identity_cannot_change_config() {
     let creds = d.issue(IdentityKind::Appliance, "", "pop-1").await;
     let ch = d.channel(Some(&creds)).await.unwrap();
     let e = SessionServiceClient::new(ch.clone())
-        .create_session(CreateSessionRequest { session: Some(session("x", 40000, 1)) })
+        .create_session(CreateSessionRequest {
+            session: Some(session("x", 40000, 1)),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("not an operator identity"), "{}", e.message());
+    assert!(
+        e.message().contains("not an operator identity"),
+        "{}",
+        e.message()
+    );
     let e = SessionServiceClient::new(ch.clone())
         .list_sessions(ListSessionsRequest::default())
         .await
@@ -75,13 +84,19 @@ async fn appliance_identity_cannot_change_config() {
     // It may register, but only as itself.
     let mut a = ApplianceServiceClient::new(ch.clone());
     let e = a
-        .register(RegisterRequest { name: "pop-2".into(), ..Default::default() })
+        .register(RegisterRequest {
+            name: "pop-2".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    a.register(RegisterRequest { name: "pop-1".into(), ..Default::default() })
-        .await
-        .unwrap();
+    a.register(RegisterRequest {
+        name: "pop-1".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // And read the trust bundle.
     let tb = IdentityServiceClient::new(ch)
         .get_trust_bundle(GetTrustBundleRequest {})
@@ -94,7 +109,10 @@ async fn appliance_identity_cannot_change_config() {
     let e = d
         .appliances()
         .await
-        .register(RegisterRequest { name: "alice".into(), ..Default::default() })
+        .register(RegisterRequest {
+            name: "alice".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);

@@ -17,7 +17,10 @@ async fn acknowledged_writes_survive_kill_9() {
         .collect();
     let t = Instant::now();
     let r = c
-        .batch_sessions(BatchSessionsRequest { upserts, removes: vec![] })
+        .batch_sessions(BatchSessionsRequest {
+            upserts,
+            removes: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -28,7 +31,9 @@ async fn acknowledged_writes_survive_kill_9() {
     );
     assert_eq!(r.version, 1);
     let r = c
-        .create_session(CreateSessionRequest { session: Some(session("last", 9999, 2)) })
+        .create_session(CreateSessionRequest {
+            session: Some(session("last", 9999, 2)),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -38,14 +43,19 @@ async fn acknowledged_writes_survive_kill_9() {
     d.restart();
     let mut c = d.sessions().await;
     let got = c
-        .get_session(GetSessionRequest { name: "last".into() })
+        .get_session(GetSessionRequest {
+            name: "last".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.subscribers.len(), 2);
     assert_eq!(got.version, 2);
     let l = c
-        .list_sessions(ListSessionsRequest { page_size: 10_000, ..Default::default() })
+        .list_sessions(ListSessionsRequest {
+            page_size: 10_000,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -54,7 +64,11 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut token = l.next_page_token;
     while !token.is_empty() {
         let l = c
-            .list_sessions(ListSessionsRequest { page_size: 10_000, page_token: token, ..Default::default() })
+            .list_sessions(ListSessionsRequest {
+                page_size: 10_000,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

@@ -11,8 +11,8 @@ use std::time::Duration;
 use popmesh_ctrl_api::pb::{
     appliance_service_client::ApplianceServiceClient, canary_service_client::CanaryServiceClient,
     identity_service_client::IdentityServiceClient, mesh_service_client::MeshServiceClient,
-    session_service_client::SessionServiceClient, Endpoint, IdentityKind, IssueSvidRequest,
-    Labels, Session, Subscriber,
+    session_service_client::SessionServiceClient, Endpoint, IdentityKind, IssueSvidRequest, Labels,
+    Session, Subscriber,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -46,11 +46,22 @@ impl Daemon {
     pub fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
-            .args(["bootstrap", "--trust-domain", TD, "--operator", "alice", "--state-dir"])
+            .args([
+                "bootstrap",
+                "--trust-domain",
+                TD,
+                "--operator",
+                "alice",
+                "--state-dir",
+            ])
             .arg(dir.path().join("state"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let op = dir.path().join("state/operator");
         let ca = read(&op.join("ca.pem"));
         let operator = Creds {
@@ -77,7 +88,14 @@ impl Daemon {
         // A fresh port each start: a restarted daemon is found by its new listening line.
         let listen = "127.0.0.1:0";
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--state-dir"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
             .arg(self.state_dir())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -140,7 +158,9 @@ impl Daemon {
     }
 
     pub async fn op_channel(&self) -> Channel {
-        self.channel(Some(&self.operator)).await.expect("operator connect")
+        self.channel(Some(&self.operator))
+            .await
+            .expect("operator connect")
     }
 
     pub async fn sessions(&self) -> SessionServiceClient<Channel> {
@@ -183,7 +203,11 @@ impl Daemon {
     /// GET /metrics.
     pub fn scrape(&self) -> String {
         let mut s = TcpStream::connect(self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

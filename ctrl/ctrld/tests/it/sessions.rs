@@ -13,13 +13,17 @@ async fn operator_creates_reads_updates_and_removes_a_session() {
     let mut s = session("room-1-cam", 40000, 3);
     s.source = ep("192.0.2.7", 5004);
     let r = c
-        .create_session(CreateSessionRequest { session: Some(s.clone()) })
+        .create_session(CreateSessionRequest {
+            session: Some(s.clone()),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.version, 1);
     let got = c
-        .get_session(GetSessionRequest { name: "room-1-cam".into() })
+        .get_session(GetSessionRequest {
+            name: "room-1-cam".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -30,7 +34,9 @@ async fn operator_creates_reads_updates_and_removes_a_session() {
 
     // Creating it again is refused; updating replaces it with a new version.
     let e = c
-        .create_session(CreateSessionRequest { session: Some(s.clone()) })
+        .create_session(CreateSessionRequest {
+            session: Some(s.clone()),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
@@ -43,7 +49,10 @@ async fn operator_creates_reads_updates_and_removes_a_session() {
         .version;
     assert_eq!(v, 2);
     let list = c
-        .list_sessions(ListSessionsRequest { appliance: "pop-1".into(), ..Default::default() })
+        .list_sessions(ListSessionsRequest {
+            appliance: "pop-1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -53,21 +62,27 @@ async fn operator_creates_reads_updates_and_removes_a_session() {
 
     // No stats reported yet: an empty answer, not an error.
     let st = c
-        .get_session_stats(GetSessionStatsRequest { name: "room-1-cam".into() })
+        .get_session_stats(GetSessionStatsRequest {
+            name: "room-1-cam".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.reported_at_unix_ms, 0);
 
     let v = c
-        .remove_session(RemoveSessionRequest { name: "room-1-cam".into() })
+        .remove_session(RemoveSessionRequest {
+            name: "room-1-cam".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .version;
     assert_eq!(v, 3);
     let e = c
-        .get_session(GetSessionRequest { name: "room-1-cam".into() })
+        .get_session(GetSessionRequest {
+            name: "room-1-cam".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -77,9 +92,14 @@ async fn operator_creates_reads_updates_and_removes_a_session() {
 async fn batch_is_one_version_and_pages_list() {
     let d = Daemon::start();
     let mut c = d.sessions().await;
-    let upserts: Vec<_> = (0..2500).map(|i| session(&format!("s{i:05}"), 20000 + i, 2)).collect();
+    let upserts: Vec<_> = (0..2500)
+        .map(|i| session(&format!("s{i:05}"), 20000 + i, 2))
+        .collect();
     let r = c
-        .batch_sessions(BatchSessionsRequest { upserts, removes: vec![] })
+        .batch_sessions(BatchSessionsRequest {
+            upserts,
+            removes: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -116,4 +136,34 @@ async fn batch_is_one_version_and_pages_list() {
         .unwrap()
         .into_inner();
     assert_eq!((r.version, r.upserted, r.removed), (2, 1, 2));
+}
+
+#[tokio::test]
+async fn health_is_served_over_mtls() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let d = Daemon::start();
+    let mut h = HealthClient::new(d.op_channel().await);
+    for service in [
+        "",
+        "popmesh.ctrl.v1.SessionService",
+        "popmesh.ctrl.v1.ApplianceService",
+    ] {
+        let r = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let e = h
+        .check(HealthCheckRequest {
+            service: "popmesh.ctrl.v1.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
 }

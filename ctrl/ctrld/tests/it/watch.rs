@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use popmesh_ctrl_api::pb::{
-    appliance_service_client::ApplianceServiceClient, config_update::Body, watch_request,
-    Ack, ApplianceStatus, ConfigUpdate, CreateSessionRequest, GetApplianceStatusRequest,
+    appliance_service_client::ApplianceServiceClient, config_update::Body, watch_request, Ack,
+    ApplianceStatus, ConfigUpdate, CreateSessionRequest, GetApplianceStatusRequest,
     GetSessionStatsRequest, IdentityKind, Nack, RegisterRequest, RemoveSessionRequest,
     ResourceError, SessionStats, StatsReport, SyncState, WatchRequest,
 };
@@ -31,7 +31,10 @@ async fn status_until(
     let mut c = d.appliances().await;
     for _ in 0..100 {
         let s = c
-            .get_appliance_status(GetApplianceStatusRequest { name: "pop-1".into(), resources: true })
+            .get_appliance_status(GetApplianceStatusRequest {
+                name: "pop-1".into(),
+                resources: true,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -45,7 +48,10 @@ async fn status_until(
 
 fn ack(u: &ConfigUpdate) -> WatchRequest {
     WatchRequest {
-        body: Some(watch_request::Body::Ack(Ack { version: u.version, nonce: u.nonce.clone() })),
+        body: Some(watch_request::Body::Ack(Ack {
+            version: u.version,
+            nonce: u.nonce.clone(),
+        })),
     }
 }
 
@@ -53,14 +59,18 @@ fn ack(u: &ConfigUpdate) -> WatchRequest {
 async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     let d = Daemon::start();
     let mut ops = d.sessions().await;
-    ops.create_session(CreateSessionRequest { session: Some(session("s1", 40000, 2)) })
-        .await
-        .unwrap();
+    ops.create_session(CreateSessionRequest {
+        session: Some(session("s1", 40000, 2)),
+    })
+    .await
+    .unwrap();
     let mut other = session("elsewhere", 40000, 1);
     other.appliance = "pop-2".into();
-    ops.create_session(CreateSessionRequest { session: Some(other.clone()) })
-        .await
-        .unwrap();
+    ops.create_session(CreateSessionRequest {
+        session: Some(other.clone()),
+    })
+    .await
+    .unwrap();
 
     let creds = d.issue(IdentityKind::Appliance, "", "pop-1").await;
     let mut agent = ApplianceServiceClient::new(d.channel(Some(&creds)).await.unwrap());
@@ -79,12 +89,18 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
         .unwrap();
 
     let (tx, rx) = mpsc::channel::<WatchRequest>(16);
-    let mut inbound = agent.watch(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut inbound = agent
+        .watch(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
 
     // 1. Snapshot of its own sessions at the current version.
     let u = next(&mut inbound).await;
     assert_eq!(u.version, 2);
-    let Some(Body::Snapshot(snap)) = &u.body else { panic!("first update is not a snapshot: {u:?}") };
+    let Some(Body::Snapshot(snap)) = &u.body else {
+        panic!("first update is not a snapshot: {u:?}")
+    };
     let names: Vec<_> = snap.sessions.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["s1"]);
     assert_eq!(snap.trust_bundle.as_ref().unwrap().roots_pem, d.ca);
@@ -95,12 +111,16 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     assert!(s.resources.is_empty(), "{:?}", s.resources);
 
     // 2. A new session of this appliance arrives as a delta.
-    ops.create_session(CreateSessionRequest { session: Some(session("s2", 40001, 1)) })
-        .await
-        .unwrap();
+    ops.create_session(CreateSessionRequest {
+        session: Some(session("s2", 40001, 1)),
+    })
+    .await
+    .unwrap();
     let u = next(&mut inbound).await;
     assert_eq!(u.version, 3);
-    let Some(Body::Delta(delta)) = &u.body else { panic!("not a delta: {u:?}") };
+    let Some(Body::Delta(delta)) = &u.body else {
+        panic!("not a delta: {u:?}")
+    };
     assert_eq!(delta.base_version, 2);
     assert_eq!(delta.upserts.len(), 1);
     assert_eq!(delta.upserts[0].name, "s2");
@@ -112,7 +132,11 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     // 3. A change for another appliance is not sent (the next update is version 5, not 4).
     other.name = "elsewhere-2".into();
     other.ingress.as_mut().unwrap().port = 40002;
-    ops.create_session(CreateSessionRequest { session: Some(other) }).await.unwrap();
+    ops.create_session(CreateSessionRequest {
+        session: Some(other),
+    })
+    .await
+    .unwrap();
 
     // 4. NACK: recorded with the reason, per resource.
     let reason = "s2: ingress 10.0.0.1:40001 is not on a media port of this appliance";
@@ -134,7 +158,11 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     let nack = s.last_nack.as_ref().unwrap();
     assert_eq!((nack.version, nack.reason.as_str()), (3, reason));
     assert_eq!(s.acked_version, 2);
-    let r = s.resources.iter().find(|r| r.name == "s2").expect("s2 in resources");
+    let r = s
+        .resources
+        .iter()
+        .find(|r| r.name == "s2")
+        .expect("s2 in resources");
     assert_eq!(r.state, SyncState::Rejected as i32);
     assert_eq!(r.reason, "ingress 10.0.0.1:40001 is not on a media port");
     let m = d.scrape();
@@ -142,10 +170,14 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     assert!(m.contains("popmesh_ctrld_connected_appliances 1"), "{m}");
 
     // 5. The fix (removing s2) comes as a snapshot, because the last update was refused.
-    ops.remove_session(RemoveSessionRequest { name: "s2".into() }).await.unwrap();
+    ops.remove_session(RemoveSessionRequest { name: "s2".into() })
+        .await
+        .unwrap();
     let u = next(&mut inbound).await;
     assert_eq!(u.version, 5);
-    let Some(Body::Snapshot(snap)) = &u.body else { panic!("not a snapshot after a NACK: {u:?}") };
+    let Some(Body::Snapshot(snap)) = &u.body else {
+        panic!("not a snapshot after a NACK: {u:?}")
+    };
     assert_eq!(snap.sessions.len(), 1);
     tx.send(ack(&u)).await.unwrap();
     let s = status_until(&d, "synced again", |s| s.state == SyncState::Synced as i32).await;
@@ -153,7 +185,10 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     assert_eq!(s.acked_version, 5);
     let m = d.scrape();
     assert!(m.contains("popmesh_ctrld_config_version 5"), "{m}");
-    assert!(m.contains("popmesh_ctrld_push_latency_seconds_count 2"), "{m}");
+    assert!(
+        m.contains("popmesh_ctrld_push_latency_seconds_count 2"),
+        "{m}"
+    );
 
     // 6. Stats reported on the stream are read back by operators.
     tx.send(WatchRequest {
@@ -190,7 +225,10 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     // 7. Disconnect.
     drop(tx);
     drop(inbound);
-    let s = status_until(&d, "disconnected", |s| s.state == SyncState::Disconnected as i32).await;
+    let s = status_until(&d, "disconnected", |s| {
+        s.state == SyncState::Disconnected as i32
+    })
+    .await;
     assert!(!s.connected);
     assert!(s.disconnected_since_unix_ms > 0);
 }
