@@ -724,3 +724,148 @@ impl Catalog for SingleService<'_> {
         (self.0.name == name).then_some(self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn ep(a: &str, p: u32) -> Option<pb::Endpoint> {
+        Some(pb::Endpoint {
+            address: a.into(),
+            port: p,
+        })
+    }
+
+    fn session(name: &str, port: u32) -> pb::Session {
+        pb::Session {
+            name: name.into(),
+            appliance: "pop-1".into(),
+            ingress: ep("10.0.0.1", port),
+            subscribers: vec![pb::Subscriber {
+                endpoint: ep("10.0.0.2", 5000),
+                egress_port: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn service() -> pb::Service {
+        pb::Service {
+            name: "encoder".into(),
+            groups: ["v1", "v2"]
+                .iter()
+                .map(|v| pb::EndpointGroup {
+                    version: (*v).into(),
+                    endpoints: vec!["10.9.0.1:80".into()],
+                })
+                .collect(),
+            default_version: "v1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn commit(st: &mut State, prepare: impl FnOnce(&State) -> Result<Plan, ChangeError>) -> Change {
+        let plan = prepare(st).unwrap();
+        st.apply(plan, Instant::now())
+    }
+
+    #[test]
+    fn batch_may_move_ingresses_between_sessions() {
+        let mut st = State::default();
+        commit(&mut st, |s| {
+            s.prepare_batch(vec![session("a", 1000), session("b", 1001)], vec![])
+        });
+        // a takes b's ingress while b moves to a new one: valid as a whole.
+        let ch = commit(&mut st, |s| {
+            s.prepare_batch(vec![session("a", 1001), session("b", 1002)], vec![])
+        });
+        assert_eq!(ch.version, 2);
+        assert_eq!(ch.sessions["pop-1"].len(), 2);
+        // c cannot take a's ingress unless a goes away in the same batch.
+        let e = st
+            .prepare_batch(vec![session("c", 1001)], vec![])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already the ingress of session \"a\""),
+            "{e}"
+        );
+        commit(&mut st, |s| {
+            s.prepare_batch(vec![session("c", 1001)], vec!["a".into()])
+        });
+        assert_eq!(st.sessions_of("pop-1").count(), 2);
+        // Another appliance may use the same address.
+        let mut other = session("d", 1001);
+        other.appliance = "pop-2".into();
+        commit(&mut st, |s| s.prepare_session(other, true));
+    }
+
+    #[test]
+    fn services_in_use_cannot_lose_versions_or_go_away() {
+        let mut st = State::default();
+        commit(&mut st, |s| s.prepare_service(service()));
+        let mut s = session("a", 1000);
+        s.labels = Some(pb::Labels {
+            service: "encoder".into(),
+            version: "v2".into(),
+            ..Default::default()
+        });
+        commit(&mut st, |st| st.prepare_session(s, true));
+        let mut fewer = service();
+        fewer.groups.truncate(1);
+        let e = st.prepare_service(fewer).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service.groups: version \"v2\" of \"encoder\" is still used by session \"a\""
+        );
+        let e = st.prepare_remove_service("encoder").unwrap_err();
+        assert!(matches!(e, ChangeError::InUse(_)), "{e:?}");
+        commit(&mut st, |s| s.prepare_remove_session("a"));
+        commit(&mut st, |s| s.prepare_remove_service("encoder"));
+        assert!(st.services.is_empty());
+    }
+
+    #[test]
+    fn promote_and_rollback() {
+        let mut st = State::default();
+        commit(&mut st, |s| s.prepare_service(service()));
+        let e = st.prepare_rollback("encoder").unwrap_err();
+        assert!(matches!(e, ChangeError::NotFound(_)));
+        let canary = pb::Canary {
+            service: "encoder".into(),
+            weights: vec![
+                pb::VersionWeight {
+                    version: "v1".into(),
+                    weight: 90,
+                },
+                pb::VersionWeight {
+                    version: "v2".into(),
+                    weight: 10,
+                },
+            ],
+            ..Default::default()
+        };
+        commit(&mut st, |s| s.prepare_canary(canary));
+        let ch = commit(&mut st, |s| s.prepare_rollback("encoder"));
+        assert!(ch.mesh);
+        assert_eq!(
+            st.canaries["encoder"].weights,
+            vec![pb::VersionWeight {
+                version: "v1".into(),
+                weight: 100
+            }]
+        );
+        commit(&mut st, |s| s.prepare_promote("encoder", "v2"));
+        assert_eq!(st.services["encoder"].default_version, "v2");
+        assert_eq!(
+            st.canaries["encoder"].weights,
+            vec![pb::VersionWeight {
+                version: "v2".into(),
+                weight: 100
+            }]
+        );
+        assert_eq!(st.mesh_version, st.version);
+        assert!(st.prepare_promote("encoder", "v3").is_err());
+    }
+}

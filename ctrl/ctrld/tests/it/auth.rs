@@ -24,6 +24,7 @@ async fn client_without_certificate_is_refused() {
             .map_err(|e| format!("call: {e:?}")),
     };
     let err = result.expect_err("a client without a certificate was served");
+    eprintln!("no-certificate client refused: {err}");
     assert!(
         !err.contains("PermissionDenied"),
         "refused too late (after the handshake): {err}"
