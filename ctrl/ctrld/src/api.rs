@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use popmesh_ctrl_api::pb::*;
-use popmesh_ctrl_api::{validate, SpiffeId};
+use popmesh_ctrl_api::{validate, Role, SpiffeId};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth;
@@ -345,11 +345,30 @@ impl identity_service_server::IdentityService for Api {
         &self,
         req: Request<IssueSvidRequest>,
     ) -> Result<Response<IssueSvidReply>, Status> {
-        let who = self.operator(&req)?;
+        let who = auth::peer(&req, self.td())?;
         let r = req.into_inner();
         let (kind, ttl) =
             validate::svid_request("svid", r.kind, &r.namespace, &r.name, r.ttl_seconds)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match who.role() {
+            Role::Operator => {}
+            // Rotation: an appliance renews its own identity, for a key it keeps (a CSR).
+            Role::Appliance
+                if kind == IdentityKind::Appliance
+                    && r.name == who.name()
+                    && !r.csr_pem.is_empty() => {}
+            Role::Appliance => {
+                return Err(Status::permission_denied(format!(
+                    "{who} may only renew its own identity (kind APPLIANCE, name {:?}) with a CSR",
+                    who.name()
+                )))
+            }
+            Role::Service => {
+                return Err(Status::permission_denied(format!(
+                    "{who} is not an operator identity; only operators issue SVIDs"
+                )))
+            }
+        }
         let td = self.td();
         let id = match kind {
             IdentityKind::Operator => SpiffeId::operator(td, &r.name),

@@ -82,6 +82,38 @@ async fn appliance_identity_cannot_change_config() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // It may rotate its own identity with a CSR (its key stays with it), and nothing else.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let renew = |name: &str, csr: &str| IssueSvidRequest {
+        kind: IdentityKind::Appliance as i32,
+        name: name.into(),
+        ttl_seconds: 600,
+        csr_pem: csr.into(),
+        ..Default::default()
+    };
+    let mut ids = IdentityServiceClient::new(ch.clone());
+    let e = ids.issue_svid(renew("pop-2", &csr)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = ids.issue_svid(renew("pop-1", "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let r = ids
+        .issue_svid(renew("pop-1", &csr))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.spiffe_id, "spiffe://pop.test/ns/appliances/sa/pop-1");
+    assert!(r.key_pem.is_empty());
+    let rotated = Creds {
+        cert: r.cert_pem,
+        key: key.serialize_pem(),
+    };
+    let ch = d.channel(Some(&rotated)).await.unwrap();
     // It may register, but only as itself.
     let mut a = ApplianceServiceClient::new(ch.clone());
     let e = a
