@@ -70,6 +70,8 @@ pub struct Core {
     changes: broadcast::Sender<Arc<Change>>,
     appliances: Mutex<HashMap<String, ApplianceRuntime>>,
     stats: Mutex<HashMap<String, ReportedStats>>,
+    /// Set once the daemon stops: watch streams end so the server can drain.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Exported metrics.
     pub metrics: Metrics,
 }
@@ -128,6 +130,7 @@ impl Core {
             changes: broadcast::channel(CHANGE_FEED_DEPTH).0,
             appliances: Mutex::new(appliances),
             stats: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::channel(false).0,
             metrics,
         })
     }
@@ -145,6 +148,16 @@ impl Core {
     /// The trust bundle.
     pub fn trust_bundle(&self) -> &pb::TrustBundle {
         &self.trust_bundle
+    }
+
+    /// Tells every watch stream to end (the daemon is stopping).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves to `true` once [`Core::stop`] was called.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Subscribes to committed changes.

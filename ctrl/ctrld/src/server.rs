@@ -292,6 +292,7 @@ pub async fn serve(
         };
     }
     on_bound(Bound { grpc, metrics });
+    let stop_core = Arc::clone(&core);
     Server::builder()
         .tls_config(tls)
         .context("invalid TLS configuration")?
@@ -305,7 +306,11 @@ pub async fn serve(
         .add_service(svc!(ApplianceServiceServer))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            async move {
+                shutdown.await;
+                // Watch streams never end on their own; the server drains only once they do.
+                stop_core.stop();
+            },
         )
         .await
         .context("gRPC server failed")?;

@@ -92,8 +92,18 @@ impl Watch {
         if self.send_snapshot(Instant::now()).await.is_err() {
             return "closed before the snapshot was sent".into();
         }
+        let mut stopping = self.core.stopping();
+        if *stopping.borrow_and_update() {
+            return "daemon stopping".into();
+        }
         loop {
             tokio::select! {
+                // The value only ever goes false -> true, so any wake-up means stop.
+                _ = stopping.changed() => {
+                    // Dropping the sender ends the response stream; the appliance reconnects
+                    // to the next daemon and gets a snapshot there.
+                    return "daemon stopping".into();
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => self.handle(m),
                     Ok(None) => return "appliance closed the stream".into(),

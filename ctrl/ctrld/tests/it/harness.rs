@@ -137,6 +137,26 @@ impl Daemon {
         assert!(!exit.success(), "killed daemon exited cleanly?");
     }
 
+    /// SIGTERM; the exit status, waiting at most `timeout`.
+    pub fn sigterm(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("not running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
         self.spawn();

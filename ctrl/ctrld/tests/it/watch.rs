@@ -232,3 +232,36 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     assert!(!s.connected);
     assert!(s.disconnected_since_unix_ms > 0);
 }
+
+#[tokio::test]
+async fn sigterm_ends_watch_streams_and_exits() {
+    let mut d = Daemon::start();
+    let creds = d.issue(IdentityKind::Appliance, "", "pop-1").await;
+    let mut agent = ApplianceServiceClient::new(d.channel(Some(&creds)).await.unwrap());
+    agent
+        .register(RegisterRequest {
+            name: "pop-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<WatchRequest>(4);
+    let mut inbound = agent
+        .watch(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let u = next(&mut inbound).await;
+    tx.send(ack(&u)).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || d.sigterm(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let status =
+        status.expect("popmesh-ctrld did not exit within 10 s of SIGTERM with a watch stream open");
+    assert!(status.success(), "{status:?}");
+    // The stream ended rather than hanging.
+    let end = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
