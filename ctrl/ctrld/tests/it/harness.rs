@@ -137,6 +137,17 @@ impl Daemon {
         assert!(!exit.success(), "killed daemon exited cleanly?");
     }
 
+    /// Resident memory of the daemon process, KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("not running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// SIGTERM; the exit status, waiting at most `timeout`.
     pub fn sigterm(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take().expect("not running");
