@@ -5,5 +5,6 @@ mod canary;
 mod durability;
 mod harness;
 mod invalid;
+mod mesh;
 mod sessions;
 mod watch;
