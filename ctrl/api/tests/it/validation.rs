@@ -213,3 +213,38 @@ fn mesh_errors_name_the_field() {
         "policy.sources[1]: \"spiffe://pop.test/user\": path \"/user\" is not /ns/<namespace>/sa/<name>"
     );
 }
+
+#[test]
+fn svid_requests() {
+    use popmesh_ctrl_api::pb::IdentityKind;
+    let k = |k: IdentityKind| k as i32;
+    assert_eq!(
+        validate::svid_request("svid", k(IdentityKind::Service), "user", "api", 0),
+        Ok((IdentityKind::Service, validate::DEFAULT_SVID_TTL_S))
+    );
+    let e = |kind, ns: &str, name: &str, ttl| {
+        validate::svid_request("svid", kind, ns, name, ttl)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        e(0, "", "x", 0),
+        "svid.kind: must be SERVICE, APPLIANCE or OPERATOR"
+    );
+    assert_eq!(
+        e(k(IdentityKind::Service), "operators", "x", 0),
+        "svid.namespace: \"operators\" is reserved; use kind OPERATOR or APPLIANCE"
+    );
+    assert_eq!(
+        e(k(IdentityKind::Appliance), "default", "pop-1", 0),
+        "svid.namespace: only service identities take a namespace"
+    );
+    assert_eq!(
+        e(k(IdentityKind::Operator), "", "alice", 30),
+        "svid.ttl_seconds: 30 s, must be 60..=7776000 (0: 24 hours)"
+    );
+    assert_eq!(
+        e(k(IdentityKind::Operator), "", "Alice", 3600),
+        "svid.name: name \"Alice\" must be 1..=63 characters of [a-z0-9.-_]"
+    );
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 use popmesh_ctrl_api::pb::{
     appliance_service_client::ApplianceServiceClient, config_update::Body, watch_request, Ack,
     ApplianceStatus, ConfigUpdate, CreateSessionRequest, GetApplianceStatusRequest,
-    GetSessionStatsRequest, IdentityKind, Nack, RegisterRequest, RemoveSessionRequest,
-    ResourceError, SessionStats, StatsReport, SyncState, WatchRequest,
+    GetSessionStatsRequest, IdentityKind, ListAppliancesRequest, Nack, RegisterRequest,
+    RemoveSessionRequest, ResourceError, SessionStats, StatsReport, SyncState, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -231,6 +231,20 @@ async fn watch_snapshot_ack_delta_nack_and_disconnect() {
     .await;
     assert!(!s.connected);
     assert!(s.disconnected_since_unix_ms > 0);
+    let all = d
+        .appliances()
+        .await
+        .list_appliances(ListAppliancesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.appliances.len(), 1);
+    assert_eq!(all.appliances[0].name, "pop-1");
+    assert_eq!(all.appliances[0].software_version, "test");
+    assert_eq!(all.appliances[0].acked_version, 5);
+    assert_eq!(all.appliances[0].state, SyncState::Disconnected as i32);
+    let m = d.scrape();
+    assert!(m.contains("popmesh_ctrld_connected_appliances 0"), "{m}");
 }
 
 #[tokio::test]
