@@ -5,7 +5,8 @@
 # Usage: tools/fuzz.sh [FUZZ_DIR...]
 #   FUZZ_DIR     a cargo-fuzz directory (holding Cargo.toml and fuzz_targets/); default: every
 #                */fuzz below the repository root: dataplane/wire/fuzz, dataplane/config/fuzz,
-#                perf/fuzz and hw/fuzz (parse_cpulist, parse_cmdline) today.
+#                perf/fuzz, hw/fuzz (parse_cpulist, parse_cmdline) and ctrl/api/fuzz (spiffe_id,
+#                decode_update) today.
 #   FUZZ_SECONDS seconds per target (default 30).
 #   FUZZ_SANITIZER  cargo-fuzz sanitizer (default "none"). On the stable toolchain only "none"
 #                works: the default "address" passes -Zsanitizer=address, which stable rustc
