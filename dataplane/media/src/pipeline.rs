@@ -100,9 +100,9 @@ impl Pipeline {
     /// Processes every packet in `burst.pkts`, filling `burst.tx` and `burst.exceptions`, and
     /// returns this burst's counts (reset on every call). Dropped packets stay in `burst.pkts`
     /// with no `Tx`; the backend reclaims them.
-    // ns/pkt at burst 32, 1k / 1M flows (benches/pipeline.rs, 2-vCPU EPYC VM, THP via
-    // GLIBC_TUNABLES=glibc.malloc.hugetlb=1): datagram relay ~27 / ~62, fan-out 8 ~42 / ~205;
-    // ethernet relay ~63 / ~116, fan-out 8 ~357 / ~512 (full-frame pool copies).
+    // ns/pkt at burst 32, 1k / 1M flows (benches/pipeline.rs, 2-vCPU Xeon VM, THP via
+    // GLIBC_TUNABLES=glibc.malloc.hugetlb=1): datagram relay ~21 / ~64, fan-out 8 ~36 / ~127;
+    // ethernet relay ~65 / ~130, fan-out 8 ~370 / ~533 (full-frame pool copies).
     pub fn process<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -127,7 +127,7 @@ impl Pipeline {
     /// ([`FlowIndex::get_many`]: hash and load every index line, then probe), load every
     /// flow's hot lines, then act. Each pass's loads are independent across packets, so with a
     /// table far larger than the caches the misses of a whole burst overlap instead of queueing.
-    // ~27 ns/pkt at burst 32 (relay, 1k flows), ~62 (relay, 1M), ~205 (fan-out 8, 1M).
+    // ~21 ns/pkt at burst 32 (relay, 1k flows), ~64 (relay, 1M), ~127 (fan-out 8, 1M).
     fn datagram_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -236,7 +236,7 @@ impl Pipeline {
 
     /// L2 framing, in passes like [`Pipeline::datagram_chunk`]: parse every frame (punting and
     /// dropping as it goes), look the media ones up, load their flows' hot lines, then act.
-    // ~63 ns/pkt at burst 32 (relay, 1k flows), ~116 (relay, 1M), ~512 (fan-out 8, 1M): ~42 ns
+    // ~65 ns/pkt at burst 32 (relay, 1k flows), ~130 (relay, 1M), ~533 (fan-out 8, 1M): ~43 ns
     // per extra subscriber, including the bench pool's full-frame copy.
     fn frame_chunk<B: PacketBuf>(
         &mut self,
