@@ -254,9 +254,9 @@ impl Pipeline {
             self.counts.rx += 1;
             self.counts.rx_bytes += pkt.buf.as_ref().len() as u64;
             match classify_frame(pkt) {
-                Ok(Some(l)) => {
+                Ok(Some((l, k))) => {
                     *layout = Some(l);
-                    *key = Some(FlowKey::new(pkt.port, pkt.dst));
+                    *key = Some(k);
                 }
                 Ok(None) => {
                     self.counts.exceptions += 1;
@@ -379,12 +379,19 @@ impl Pipeline {
     }
 }
 
-/// Parses Ethernet, IP and UDP headers: a UDP datagram's layout, with its addresses written to
-/// `pkt.src` and `pkt.dst`, or `None` for the exception path.
+/// Parses Ethernet, IP and UDP headers: a UDP datagram's layout and flow key, with its
+/// addresses written to `pkt.src` and `pkt.dst`, or `None` for the exception path.
+///
+/// The key is built from the parsed values, not read back from `pkt.dst`: reading a just
+/// written `SocketAddr` with one wide load defeats store forwarding (~10 ns a packet).
 #[inline]
-fn classify_frame<B: PacketBuf>(pkt: &mut Pkt<B>) -> Result<Option<Layout>, DropReason> {
+fn classify_frame<B: PacketBuf>(pkt: &mut Pkt<B>) -> Result<Option<(Layout, FlowKey)>, DropReason> {
     let frame = pkt.buf.as_ref();
-    let l2 = ethernet::parse_l2(frame).map_err(|_| DropReason::Truncated)?;
+    // A `match`, not `map_err(..)?`: the conversion compiled to narrow stores read back wide.
+    let l2 = match ethernet::parse_l2(frame) {
+        Ok(l2) => l2,
+        Err(_) => return Err(DropReason::Truncated),
+    };
     let l3 = l2.l3_offset;
     let rest = frame.get(l3..).ok_or(DropReason::Truncated)?;
     let (layout, src, dst) = match l2.ethertype {
@@ -441,15 +448,19 @@ fn classify_frame<B: PacketBuf>(pkt: &mut Pkt<B>) -> Result<Option<Layout>, Drop
     else {
         return Err(DropReason::Malformed);
     };
+    let key = FlowKey::new(pkt.port, dst);
     pkt.src = src;
     pkt.dst = dst;
-    Ok(Some(Layout {
-        l3,
-        l4,
-        l3_len,
-        hop_limit,
-        v4,
-    }))
+    Ok(Some((
+        Layout {
+            l3,
+            l4,
+            l3_len,
+            hop_limit,
+            v4,
+        },
+        key,
+    )))
 }
 
 fn wire_drop(e: popmesh_wire::Error) -> DropReason {
