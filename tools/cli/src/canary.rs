@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use popmesh_ctrl_api::pb::{
-    Canary, GetCanaryRequest, ListCanariesRequest, PlaceRequest, PromoteRequest,
-    RollbackRequest, SetCanaryRequest, VersionWeight,
+    Canary, GetCanaryRequest, ListCanariesRequest, PlaceRequest, PromoteRequest, RollbackRequest,
+    SetCanaryRequest, VersionWeight,
 };
 use popmesh_ctrl_api::validate;
 use serde_json::json;
@@ -69,7 +69,11 @@ pub enum CanaryCommand {
 }
 
 fn weight(s: &str) -> anyhow::Result<VersionWeight> {
-    let bad = || Exit::refused(format!("--weight {s:?}: expected VERSION=PERCENT, e.g. v2=1"));
+    let bad = || {
+        Exit::refused(format!(
+            "--weight {s:?}: expected VERSION=PERCENT, e.g. v2=1"
+        ))
+    };
     let (version, w) = s.split_once('=').ok_or_else(bad)?;
     Ok(VersionWeight {
         version: version.to_string(),

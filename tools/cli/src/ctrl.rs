@@ -33,25 +33,51 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 #[derive(Clone, Debug, Args)]
 pub struct ConnArgs {
     /// Address of popmesh-ctrld's gRPC listener (`popmesh-ctrld serve --listen`).
-    #[arg(long, global = true, env = "POPMESH_CTRLD", value_name = "HOST:PORT",
-          default_value = "127.0.0.1:7443", help_heading = "Control daemon")]
+    #[arg(
+        long,
+        global = true,
+        env = "POPMESH_CTRLD",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:7443",
+        help_heading = "Control daemon"
+    )]
     pub ctrld: String,
     /// DNS name (or IP) to verify in the daemon's certificate [default: the host of --ctrld].
-    #[arg(long, global = true, env = "POPMESH_SERVER_NAME", value_name = "NAME",
-          help_heading = "Control daemon")]
+    #[arg(
+        long,
+        global = true,
+        env = "POPMESH_SERVER_NAME",
+        value_name = "NAME",
+        help_heading = "Control daemon"
+    )]
     pub server_name: Option<String>,
     /// Client certificate (PEM, with its chain): an identity issued by the daemon's CA
     /// [default: ~/.config/popmesh/operator.pem].
-    #[arg(long, global = true, env = "POPMESH_CERT", value_name = "PEM",
-          help_heading = "Control daemon")]
+    #[arg(
+        long,
+        global = true,
+        env = "POPMESH_CERT",
+        value_name = "PEM",
+        help_heading = "Control daemon"
+    )]
     pub cert: Option<PathBuf>,
     /// Private key of --cert (PEM) [default: ~/.config/popmesh/operator-key.pem].
-    #[arg(long, global = true, env = "POPMESH_KEY", value_name = "PEM",
-          help_heading = "Control daemon")]
+    #[arg(
+        long,
+        global = true,
+        env = "POPMESH_KEY",
+        value_name = "PEM",
+        help_heading = "Control daemon"
+    )]
     pub key: Option<PathBuf>,
     /// Trust bundle to verify the daemon with (its ca.pem) [default: ~/.config/popmesh/ca.pem].
-    #[arg(long, global = true, env = "POPMESH_CA", value_name = "PEM",
-          help_heading = "Control daemon")]
+    #[arg(
+        long,
+        global = true,
+        env = "POPMESH_CA",
+        value_name = "PEM",
+        help_heading = "Control daemon"
+    )]
     pub ca: Option<PathBuf>,
     /// Send changes without checking them locally first (the daemon applies the same rules).
     #[arg(long, global = true, help_heading = "Control daemon")]
@@ -159,7 +185,9 @@ impl ConnArgs {
     fn paths(&self) -> (PathBuf, PathBuf, PathBuf) {
         let dir = config_dir();
         (
-            self.cert.clone().unwrap_or_else(|| dir.join("operator.pem")),
+            self.cert
+                .clone()
+                .unwrap_or_else(|| dir.join("operator.pem")),
             self.key
                 .clone()
                 .unwrap_or_else(|| dir.join("operator-key.pem")),
@@ -250,12 +278,15 @@ impl Ctrl {
                  need an operator identity (popmesh identity issue --kind operator)",
                 self.target.cert.display()
             )),
-            Code::Unauthenticated => self.target.unreachable(&format!("not authenticated: {msg}")),
+            Code::Unauthenticated => self
+                .target
+                .unreachable(&format!("not authenticated: {msg}")),
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
                 let detail = std::error::Error::source(s)
                     .map(source_chain)
                     .unwrap_or_default();
-                self.target.unreachable(&format!("{msg} {detail}").trim().to_string())
+                self.target
+                    .unreachable(&format!("{msg} {detail}").trim().to_string())
             }
             code => Exit::refused(format!("popmesh-ctrld answered {code:?}: {msg}")),
         }
@@ -284,7 +315,10 @@ impl Ctrl {
                 .list_services(ListServicesRequest {})
                 .await
         })?;
-        Ok(r.services.into_iter().map(|s| (s.name.clone(), s)).collect())
+        Ok(r.services
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect())
     }
 }
 
@@ -429,7 +463,10 @@ mod tests {
         let mut t = Table::new(&["NAME", "X"]);
         t.row(vec!["a-long-name".into(), "1".into()]);
         t.row(vec!["b".into(), "22".into()]);
-        assert_eq!(t.render(), "NAME         X\na-long-name  1\nb            22\n");
+        assert_eq!(
+            t.render(),
+            "NAME         X\na-long-name  1\nb            22\n"
+        );
         assert_eq!(Table::new(&["A", "B"]).render(), "A  B\n(none)\n");
     }
 

@@ -25,7 +25,7 @@ pub enum Kind {
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
     /// Issue an SVID; writes DIR/<NAME>.pem (certificate and chain), DIR/<NAME>-key.pem (mode
-    /// 0600) and DIR/ca.pem (trust bundle).
+    /// 0600) and DIR/ca.pem (trust bundle, always refreshed).
     ///
     /// Without --csr the daemon generates the key (it is not stored there). With --csr the key
     /// stays with you and only the certificate is written. The files then work as
@@ -131,8 +131,7 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: IdentityCommand) -> anyhow::Result<
                     .get_trust_bundle(GetTrustBundleRequest {})
                     .await
             })?;
-            std::fs::create_dir_all(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let cert = out.join(format!("{name}.pem"));
             let key = out.join(format!("{name}-key.pem"));
             let ca = out.join("ca.pem");
@@ -140,7 +139,9 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: IdentityCommand) -> anyhow::Result<
             if !r.key_pem.is_empty() {
                 write(&key, &r.key_pem, true, force)?;
             }
-            write(&ca, &bundle.roots_pem, false, force)?;
+            // The bundle is public and the same for every identity of the daemon: kept current.
+            std::fs::write(&ca, &bundle.roots_pem)
+                .with_context(|| format!("writing {}", ca.display()))?;
             let key_written = !r.key_pem.is_empty();
             if json {
                 print_json(&json!({

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use popmesh_ctrl_api::pb::{
     CircuitBreaker, EndpointGroup, HeaderMatch, ListRoutesRequest, ListServicesRequest,
-    OutlierDetection, PutRouteRequest, PutServiceRequest, RemoveRouteRequest,
-    RemoveServiceRequest, RetryPolicy, Route, Service,
+    OutlierDetection, PutRouteRequest, PutServiceRequest, RemoveRouteRequest, RemoveServiceRequest,
+    RetryPolicy, Route, Service,
 };
 use popmesh_ctrl_api::validate;
 use serde_json::json;
@@ -102,7 +102,9 @@ pub enum RouteCommand {
 
 fn group(s: &str) -> anyhow::Result<EndpointGroup> {
     let (version, endpoints) = s.split_once('=').ok_or_else(|| {
-        ctrl::Exit::refused(format!("--group {s:?}: expected VERSION=HOST:PORT[,HOST:PORT]"))
+        ctrl::Exit::refused(format!(
+            "--group {s:?}: expected VERSION=HOST:PORT[,HOST:PORT]"
+        ))
     })?;
     Ok(EndpointGroup {
         version: version.to_string(),
@@ -177,9 +179,10 @@ pub fn run_service(conn: &ConnArgs, json: bool, cmd: ServiceCommand) -> anyhow::
         }
         ServiceCommand::List => {
             let c = conn.connect()?;
-            let r = c.call(|ch| async move {
-                ctrl::mesh(ch).list_services(ListServicesRequest {}).await
-            })?;
+            let r =
+                c.call(
+                    |ch| async move { ctrl::mesh(ch).list_services(ListServicesRequest {}).await },
+                )?;
             if json {
                 let services: Vec<_> = r
                     .services

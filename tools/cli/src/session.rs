@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use popmesh_ctrl_api::pb::{
     BatchSessionsRequest, CreateSessionRequest, Endpoint, GetSessionRequest,
-    GetSessionStatsRequest, Labels, ListSessionsRequest, RemoveSessionRequest, Session,
-    Subscriber, UpdateSessionRequest,
+    GetSessionStatsRequest, Labels, ListSessionsRequest, RemoveSessionRequest, Session, Subscriber,
+    UpdateSessionRequest,
 };
 use popmesh_ctrl_api::validate::{self, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,11 @@ pub struct SessionFlags {
     #[arg(long, value_name = "ADDR:PORT")]
     source: Option<String>,
     /// A destination; `@PORT_NAME` sends it from that appliance media port. Repeat, 1..=4096.
-    #[arg(long = "subscriber", value_name = "ADDR:PORT[@EGRESS]", required = true)]
+    #[arg(
+        long = "subscriber",
+        value_name = "ADDR:PORT[@EGRESS]",
+        required = true
+    )]
     subscribers: Vec<String>,
     /// RTP clock rate in Hz for jitter (default: the appliance's).
     #[arg(long, value_name = "HZ", default_value_t = 0)]
@@ -348,7 +352,10 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: SessionCommand) -> anyhow::Result<E
                 println!("session:     {}", doc.name);
                 println!("appliance:   {}", doc.appliance);
                 println!("ingress:     {}", doc.ingress);
-                println!("source:      {}", doc.source.as_deref().unwrap_or("any (latched)"));
+                println!(
+                    "source:      {}",
+                    doc.source.as_deref().unwrap_or("any (latched)")
+                );
                 println!(
                     "clock rate:  {}",
                     if doc.clock_rate == 0 {
@@ -428,12 +435,16 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: SessionCommand) -> anyhow::Result<E
         }
         SessionCommand::Stats { name } => {
             let c = conn.connect()?;
+            let n = name.clone();
             let r = c.call(|ch| async move {
                 ctrl::sessions(ch)
-                    .get_session_stats(GetSessionStatsRequest { name })
+                    .get_session_stats(GetSessionStatsRequest { name: n })
                     .await
             })?;
-            let st = r.stats.unwrap_or_default();
+            let mut st = r.stats.unwrap_or_default();
+            if st.name.is_empty() {
+                st.name = name;
+            }
             if json {
                 print_json(&json!({
                     "name": st.name, "appliance": r.appliance,
@@ -448,7 +459,13 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: SessionCommand) -> anyhow::Result<E
                 );
             } else {
                 let mut t = Table::new(&[
-                    "SESSION", "APPLIANCE", "PACKETS", "BYTES", "DROPS", "LOST", "JITTER",
+                    "SESSION",
+                    "APPLIANCE",
+                    "PACKETS",
+                    "BYTES",
+                    "DROPS",
+                    "LOST",
+                    "JITTER",
                     "REPORTED",
                 ]);
                 t.row(vec![
