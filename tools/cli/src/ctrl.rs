@@ -286,7 +286,7 @@ impl Ctrl {
                     .map(source_chain)
                     .unwrap_or_default();
                 self.target
-                    .unreachable(&format!("{msg} {detail}").trim().to_string())
+                    .unreachable(format!("{msg} {detail}").trim())
             }
             code => Exit::refused(format!("popmesh-ctrld answered {code:?}: {msg}")),
         }
