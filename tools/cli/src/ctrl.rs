@@ -285,8 +285,7 @@ impl Ctrl {
                 let detail = std::error::Error::source(s)
                     .map(source_chain)
                     .unwrap_or_default();
-                self.target
-                    .unreachable(format!("{msg} {detail}").trim())
+                self.target.unreachable(format!("{msg} {detail}").trim())
             }
             code => Exit::refused(format!("popmesh-ctrld answered {code:?}: {msg}")),
         }

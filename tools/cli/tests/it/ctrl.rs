@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use popmesh_ctrl_api::pb::{
     appliance_service_client::ApplianceServiceClient, watch_request, Nack, RegisterRequest,
-    ResourceError, WatchRequest,
+    ResourceError, SessionStats, StatsReport, WatchRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -98,7 +98,19 @@ fn session_created_then_listed_as_table_and_json() {
         "{}",
         get.stdout
     );
-    d.popmesh(&["session", "stats", "room-1-cam"]);
+    let mut update: Vec<&str> = CREATE.to_vec();
+    update[1] = "update";
+    update.extend_from_slice(&["--subscriber", "198.51.100.9:41000", "--version", "v2"]);
+    assert!(d
+        .popmesh(&update)
+        .ok()
+        .starts_with("updated session room-1-cam"));
+    let v = d.popmesh(&["session", "list", "--json"]).json();
+    assert_eq!(
+        v["sessions"][0]["subscribers"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(v["sessions"][0]["labels"]["version"], "v2");
     assert!(d
         .popmesh(&["session", "stats", "room-1-cam"])
         .ok()
@@ -389,8 +401,20 @@ async fn register_and_nack(d: &Daemon, cert: &std::path::Path, key: &std::path::
     })
     .await
     .unwrap();
-    // Give the daemon time to record the NACK.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(WatchRequest {
+        body: Some(watch_request::Body::Stats(StatsReport {
+            sessions: vec![SessionStats {
+                name: "room-1-cam".into(),
+                packets: 1234,
+                bytes: 1_480_800,
+                drops: 2,
+                lost: 5,
+                jitter_us: 870,
+            }],
+        })),
+    })
+    .await
+    .unwrap();
     (a, tx, inbound)
 }
 
@@ -415,7 +439,9 @@ fn appliance_status_for_unknown_and_registered_appliances() {
         out.to_str().unwrap(),
     ])
     .ok();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // A worker thread keeps driving the agent's connection while the CLI runs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -424,8 +450,12 @@ fn appliance_status_for_unknown_and_registered_appliances() {
         &out.join("pop-1.pem"),
         &out.join("pop-1-key.pem"),
     ));
-    let status = d.popmesh(&["appliance", "status", "pop-1", "--resources"]);
-    let text = status.ok();
+    let status = until(
+        &d,
+        &["appliance", "status", "pop-1", "--resources"],
+        "rejected",
+    );
+    let text = status.as_str();
     for part in [
         "identity:   spiffe://pop.test/ns/appliances/sa/pop-1",
         "software:   popmesh-dataplane test",
@@ -439,6 +469,27 @@ fn appliance_status_for_unknown_and_registered_appliances() {
     ] {
         assert!(text.contains(part), "missing {part:?} in:\n{text}");
     }
+    let stats = until(&d, &["session", "stats", "room-1-cam"], "1234");
+    let row: Vec<&str> = stats
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..8],
+        [
+            "room-1-cam",
+            "pop-1",
+            "1234",
+            "1480800",
+            "2",
+            "5",
+            "870",
+            "us"
+        ],
+        "{stats}"
+    );
     let v = d.popmesh(&["appliance", "list", "--json"]).json();
     assert_eq!(v["appliances"][0]["name"], "pop-1");
     assert_eq!(v["appliances"][0]["state"], "rejected");
@@ -453,18 +504,27 @@ fn appliance_status_for_unknown_and_registered_appliances() {
     // The agent goes away: the status says since when.
     drop(agent);
     drop(rt);
+    until(
+        &d,
+        &["appliance", "status", "pop-1"],
+        "connection: disconnected ",
+    );
+}
+
+/// Runs `popmesh ARGS` until its output contains `needle` (10 s at most); gives that output.
+fn until(d: &Daemon, args: &[&str], needle: &str) -> String {
     let mut last = String::new();
-    for _ in 0..50 {
-        last = d
-            .popmesh(&["appliance", "status", "pop-1"])
-            .ok()
-            .to_string();
-        if last.contains("connection: disconnected ") {
-            return;
+    for _ in 0..100 {
+        last = d.popmesh(args).ok().to_string();
+        if last.contains(needle) {
+            return last;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("never shown as disconnected:\n{last}");
+    panic!(
+        "`popmesh {}` never showed {needle:?}; last:\n{last}",
+        args.join(" ")
+    );
 }
 
 #[test]
