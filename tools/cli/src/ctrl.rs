@@ -156,16 +156,34 @@ struct Target {
     ca: PathBuf,
 }
 
+/// The likely cause of a transport failure, from rustls/hyper's wording.
+fn likely_cause(detail: &str) -> &'static str {
+    if detail.contains("tcp connect error") || detail.contains("timed out") {
+        "nothing answers at that address; "
+    } else if detail.contains("invalid peer certificate") {
+        "the daemon's certificate was not accepted (trust bundle or server name); "
+    } else if detail.contains("received fatal alert") || detail.contains("no certificates") {
+        "the daemon refused this client's certificate; "
+    } else if detail.contains("connection closed") {
+        // TLS 1.3: the server checks the client certificate after the client is done with the
+        // handshake, so a refusal shows up as a closed connection on the first call.
+        "the daemon closed the connection, most likely refusing this client's certificate; "
+    } else {
+        ""
+    }
+}
+
 impl Target {
     fn unreachable(&self, detail: &str) -> anyhow::Error {
         Exit::connect(format!(
-            "cannot talk to popmesh-ctrld at {} (server name {:?}): {detail}\n  \
+            "cannot talk to popmesh-ctrld at {} (server name {:?}): {}{detail}\n  \
              check: the address (--ctrld, POPMESH_CTRLD) and that `popmesh-ctrld serve` runs \
              there; the trust bundle {} is the daemon's ca.pem (--ca); the server name is one \
              of the daemon's --server-name values or its listen IP (--server-name); {} and its \
              key are an identity issued by this daemon's CA and not expired (--cert, --key)",
             self.ctrld,
             self.server_name,
+            likely_cause(detail),
             self.ca.display(),
             self.cert.display(),
         ))
@@ -285,7 +303,15 @@ impl Ctrl {
                 let detail = std::error::Error::source(s)
                     .map(source_chain)
                     .unwrap_or_default();
-                self.target.unreachable(format!("{msg} {detail}").trim())
+                // tonic repeats its message in the source chain.
+                let text = if detail.is_empty() {
+                    msg.to_string()
+                } else if detail.starts_with(msg) {
+                    detail
+                } else {
+                    format!("{msg}: {detail}")
+                };
+                self.target.unreachable(&text)
             }
             code => Exit::refused(format!("popmesh-ctrld answered {code:?}: {msg}")),
         }

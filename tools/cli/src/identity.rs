@@ -40,8 +40,8 @@ pub enum IdentityCommand {
         #[arg(long = "ns", value_name = "NS")]
         namespace: Option<String>,
         /// Lifetime: 60s..90d, e.g. 24h, 7d.
-        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration_s)]
-        ttl: u32,
+        #[arg(long = "ttl", value_name = "DURATION", default_value = "24h", value_parser = parse_duration_s)]
+        ttl_s: u32,
         /// Directory to write the files to (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -93,7 +93,7 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: IdentityCommand) -> anyhow::Result<
             kind,
             name,
             namespace,
-            ttl,
+            ttl_s: ttl,
             out,
             csr,
             force,

@@ -310,7 +310,15 @@ fn client_without_a_valid_certificate_gets_a_connection_error() {
     );
     r.fails(
         3,
-        &format!("popmesh: cannot talk to popmesh-ctrld at {}", d.grpc),
+        &format!(
+            "popmesh: cannot talk to popmesh-ctrld at {} (server name \"127.0.0.1\"): the daemon ",
+            d.grpc
+        ),
+    );
+    assert!(
+        r.stderr.contains("refus") && r.stderr.contains("this client's certificate; "),
+        "{}",
+        r.stderr
     );
     assert!(
         r.stderr.contains("check: the address") && r.stderr.contains("--cert, --key"),
@@ -338,7 +346,11 @@ fn client_without_a_valid_certificate_gets_a_connection_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tcp connect error"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing answers at that address; transport error: tcp connect error"),
+        "{stderr}"
+    );
     // The daemon still serves a good client.
     d.popmesh(&["session", "list"]).ok();
 }
