@@ -299,6 +299,53 @@ fn issued_operator_identity_works_and_appliance_identity_cannot_change_config() 
 }
 
 #[test]
+fn identity_from_a_csr_keeps_the_key_local() {
+    let d = Daemon::start();
+    let dir = d.dir.path().join("svc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (csr_path, key_path) = (dir.join("sig.csr"), dir.join("my-key.pem"));
+    std::fs::write(&csr_path, csr).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let out = d.popmesh(&[
+        "identity",
+        "issue",
+        "--kind",
+        "service",
+        "--ns",
+        "edge",
+        "--name",
+        "sig",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = out.json();
+    assert_eq!(v["spiffe_id"], "spiffe://pop.test/ns/edge/sa/sig");
+    assert!(v["key"].is_null(), "{v}");
+    assert!(
+        !dir.join("sig-key.pem").exists(),
+        "a key was written for a CSR"
+    );
+    // The certificate works with the local key: a mesh service may read the trust bundle...
+    let cert = dir.join("sig.pem");
+    d.popmesh_as(&cert, &key_path, &["identity", "bundle"]).ok();
+    // ...and nothing else.
+    d.popmesh_as(&cert, &key_path, &["session", "list"]).fails(
+        1,
+        "permission denied: spiffe://pop.test/ns/edge/sa/sig is not an operator",
+    );
+}
+
+#[test]
 fn client_without_a_valid_certificate_gets_a_connection_error() {
     let d = Daemon::start();
     let foreign = Daemon::start();
