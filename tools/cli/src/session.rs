@@ -134,15 +134,42 @@ struct LabelsDoc {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum BatchDoc {
-    Full {
-        #[serde(default)]
-        upserts: Vec<SessionDoc>,
-        #[serde(default)]
-        removes: Vec<String>,
-    },
-    List(Vec<SessionDoc>),
+#[serde(deny_unknown_fields)]
+struct BatchDoc {
+    #[serde(default)]
+    upserts: Vec<SessionDoc>,
+    #[serde(default)]
+    removes: Vec<String>,
+}
+
+/// What `session list --json` prints; taken as a batch of upserts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListDoc {
+    sessions: Vec<SessionDoc>,
+    /// The config version the list was taken at (not needed to apply it).
+    #[serde(default, rename = "version")]
+    _version: u64,
+}
+
+/// Parses a batch file: `{"upserts": [..], "removes": [..]}`, a bare `[SESSION, ..]`, or the
+/// output of `session list --json`. A misspelt key is an error, never an empty batch.
+fn parse_batch(text: &str) -> Result<BatchDoc, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    if v.is_array() {
+        return Ok(BatchDoc {
+            upserts: serde_json::from_value(v)?,
+            removes: Vec::new(),
+        });
+    }
+    if v.get("sessions").is_some() {
+        let l: ListDoc = serde_json::from_value(v)?;
+        return Ok(BatchDoc {
+            upserts: l.sessions,
+            removes: Vec::new(),
+        });
+    }
+    serde_json::from_value(v)
 }
 
 /// Parses `ADDR:PORT` (`[V6]:PORT` for IPv6) into an [`Endpoint`]; the address is kept as
@@ -488,16 +515,13 @@ pub fn run(conn: &ConnArgs, json: bool, cmd: SessionCommand) -> anyhow::Result<E
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let doc: BatchDoc = serde_json::from_str(&text).map_err(|e| {
+            let doc = parse_batch(&text).map_err(|e| {
                 ctrl::Exit::refused(format!(
                     "{}: not a session batch ({e}); see `popmesh session batch --help`",
                     file.display()
                 ))
             })?;
-            let (upserts, removes) = match doc {
-                BatchDoc::Full { upserts, removes } => (upserts, removes),
-                BatchDoc::List(upserts) => (upserts, Vec::new()),
-            };
+            let BatchDoc { upserts, removes } = doc;
             let upserts = upserts
                 .into_iter()
                 .enumerate()
@@ -570,5 +594,20 @@ mod tests {
             ["10.0.0.2:5000@edge", "[2001:db8::2]:5000"]
         );
         assert!(serde_json::from_str::<SessionDoc>(r#"{"name":"a","nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn batch_files_take_three_shapes_and_no_typos() {
+        let s = r#"{"name":"a","appliance":"pop-1","ingress":"10.0.0.1:4000","subscribers":["10.0.0.2:5000"]}"#;
+        assert_eq!(parse_batch(&format!("[{s}]")).unwrap().upserts.len(), 1);
+        let listed = parse_batch(&format!(r#"{{"version": 3, "sessions": [{s}]}}"#)).unwrap();
+        assert_eq!(listed.upserts.len(), 1);
+        let full = parse_batch(&format!(r#"{{"upserts": [{s}], "removes": ["b"]}}"#)).unwrap();
+        assert_eq!((full.upserts.len(), full.removes.len()), (1, 1));
+        let typo = parse_batch(&format!(r#"{{"upsert": [{s}]}}"#)).unwrap_err();
+        assert!(
+            typo.to_string().contains("unknown field `upsert`"),
+            "{typo}"
+        );
     }
 }
