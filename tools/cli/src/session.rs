@@ -89,8 +89,9 @@ pub enum SessionCommand {
     },
     /// Create/replace and remove many sessions in one all-or-nothing change.
     ///
-    /// The file is JSON: `{"upserts": [SESSION, ...], "removes": ["name", ...]}` or just
-    /// `[SESSION, ...]`, where SESSION is what `popmesh session list --json` prints:
+    /// The file is JSON: `{"upserts": [SESSION, ...], "removes": ["name", ...]}`, just
+    /// `[SESSION, ...]`, or the output of `popmesh session list --json` (all upserts). SESSION
+    /// is what `session list --json` prints (`config_version` is ignored):
     /// `{"name": "cam-1", "appliance": "pop-1", "ingress": "192.0.2.1:40000",
     /// "source": "203.0.113.9:5004", "subscribers": ["198.51.100.7:41000@edge"],
     /// "labels": {"room": "r1", "user": "u1", "service": "mixer", "version": ""}}`.
