@@ -11,9 +11,8 @@ use serde::Serialize;
 
 /// `hw check` found errors (the appliance would refuse this config at start-up).
 pub const EXIT_ERRORS: u8 = 2;
-/// The command itself failed: unreadable config or sysfs, impossible plan. Also clap's
-/// exit status for bad arguments.
-pub const EXIT_FAILED: u8 = 1;
+// A failed command (unreadable config or sysfs, impossible plan) exits 1, as every
+// failure of `popmesh` that is not a usage or connection error (see `main`).
 
 #[derive(Debug, Args)]
 pub struct RootArg {
@@ -33,9 +32,6 @@ pub enum HwCommand {
     Show {
         #[command(flatten)]
         root: RootArg,
-        /// Print JSON (the full topology) instead of the tree.
-        #[arg(long)]
-        json: bool,
     },
     /// Check an appliance config against this machine (exit 2 on errors).
     ///
@@ -54,9 +50,6 @@ pub enum HwCommand {
         config: PathBuf,
         #[command(flatten)]
         root: RootArg,
-        /// Print the findings as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Propose a layout for the given ports: config fragment, kernel command line, IRQ script.
     ///
@@ -80,9 +73,6 @@ pub enum HwCommand {
         memory_mb: u32,
         #[command(flatten)]
         root: RootArg,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -110,9 +100,10 @@ struct CheckOutput<'a> {
     findings: &'a [Finding],
 }
 
-pub fn run(cmd: HwCommand) -> anyhow::Result<ExitCode> {
+/// `json` is the global `--json`: the full topology, the findings or the plan as JSON.
+pub fn run(json: bool, cmd: HwCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        HwCommand::Show { root, json } => {
+        HwCommand::Show { root } => {
             let topo = read(&root)?;
             if json {
                 print_json(&topo)?;
@@ -121,7 +112,7 @@ pub fn run(cmd: HwCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        HwCommand::Check { config, root, json } => {
+        HwCommand::Check { config, root } => {
             let cfg = Config::from_file(&config)
                 .with_context(|| format!("loading {}", config.display()))?;
             let topo = read(&root)?;
@@ -159,7 +150,6 @@ pub fn run(cmd: HwCommand) -> anyhow::Result<ExitCode> {
             signaling_cores,
             memory_mb,
             root,
-            json,
         } => {
             let topo = read(&root)?;
             let plan = popmesh_hw::plan(

@@ -1,4 +1,9 @@
-//! Drives the real `popmesh` binary on the fixtures of `hw/tests/fixtures/` and on this machine.
+//! Drives the real `popmesh` binary: `hw` on the fixtures of `hw/tests/fixtures/` and on this
+//! machine; the control commands (`ctrl`) against a real popmesh-ctrld (`daemon`), which must be
+//! built first: `cargo build -p popmesh-ctrld`.
+
+mod ctrl;
+mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -187,7 +192,24 @@ fn hw_commands_run_on_this_machine() {
 fn completions_and_help_are_there_for_operators() {
     let bash = run(&["completions", "bash"]);
     assert!(bash.status.success());
-    assert!(text(&bash).0.contains("popmesh") && text(&bash).0.contains("signaling-cores"));
+    let script = text(&bash).0;
+    assert!(script.contains("popmesh") && script.contains("signaling-cores"));
+    for word in [
+        "session",
+        "canary",
+        "identity",
+        "appliance",
+        "--ctrld",
+        "--sticky-header",
+    ] {
+        assert!(script.contains(word), "bash completions lack {word:?}");
+    }
+    let top = run(&["--help"]);
+    assert!(
+        text(&top).0.contains("3 cannot reach popmesh-ctrld"),
+        "{}",
+        text(&top).0
+    );
     let help = run(&["hw", "check", "--help"]);
     let (stdout, _) = text(&help);
     assert!(
