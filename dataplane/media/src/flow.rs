@@ -239,8 +239,11 @@ pub struct Flow {
     /// `1 << 32 | ssrc` once `ssrc1` tracks an SSRC, else 0: lets packets of a third SSRC be
     /// counted untracked without loading `ssrc1`.
     ssrc1_tag: AtomicU64,
-    /// Compact targets of a fan-out (empty for a relay or a [`Hop::FULL`] flow).
+    /// Compact targets of a fan-out to more than [`INLINE_TARGETS`] (else empty).
     fan: Box<[TargetLine]>,
+    /// Compact targets of a fan-out to at most [`INLINE_TARGETS`]: lines 2-3, addressed from
+    /// the flow pointer alone, so they load in the same pass as line 0.
+    fan_inline: [TargetLine; INLINE_LINES],
     ssrc1: SsrcCell,
     /// Unique for the life of the table; a replaced flow gets a new id and fresh state.
     pub id: u64,
@@ -254,26 +257,36 @@ pub struct Flow {
 
 const _: () = assert!(std::mem::offset_of!(Flow, ssrc0) + SSRC_HOT_BYTES == 64);
 const _: () = assert!(std::mem::offset_of!(Flow, fan) + 16 <= 128);
-const _: () = assert!(std::mem::offset_of!(Flow, ssrc1) == 128);
+const _: () = assert!(std::mem::offset_of!(Flow, fan_inline) == 128);
+
+/// Lines of fan-out targets kept inside [`Flow`].
+const INLINE_LINES: usize = 2;
+/// Largest fan-out whose targets live inside [`Flow`].
+const INLINE_TARGETS: usize = 4 * INLINE_LINES;
 
 impl Flow {
     fn new(id: u64, spec: FlowSpec) -> Self {
         let compact: Option<Vec<Hop>> = spec.targets.iter().map(Hop::of).collect();
         // FlowTable::upsert keeps fan-outs within MAX_SUBSCRIBERS, so the count fits.
         let fanout = spec.targets.len().min(MAX_SUBSCRIBERS) as u16;
+        let mut fan_inline = [TargetLine::default(); INLINE_LINES];
         let (hop, fan) = match compact {
             Some(hops) => {
                 let mut hop = hops.first().copied().unwrap_or_default();
                 hop.meta |= fanout;
-                let fan = if hops.len() > 1 {
-                    hops.chunks(4)
-                        .map(|c| {
-                            let mut line = TargetLine::default();
-                            line.0[..c.len()].copy_from_slice(c);
-                            line
-                        })
-                        .collect()
+                let lines = hops.chunks(4).map(|c| {
+                    let mut line = TargetLine::default();
+                    line.0[..c.len()].copy_from_slice(c);
+                    line
+                });
+                let fan = if hops.len() > INLINE_TARGETS {
+                    lines.collect()
                 } else {
+                    if hops.len() > 1 {
+                        for (slot, line) in fan_inline.iter_mut().zip(lines) {
+                            *slot = line;
+                        }
+                    }
                     Box::default()
                 };
                 (hop, fan)
@@ -302,6 +315,7 @@ impl Flow {
             tallies: FlowTallies::default(),
             ssrc1_tag: AtomicU64::new(0),
             fan,
+            fan_inline,
             ssrc1: SsrcCell::new(spec.clock_rate),
             id,
             latched_full,
@@ -313,32 +327,46 @@ impl Flow {
     /// One load from the flow's hot line, so that a burst's misses overlap instead of stalling
     /// one packet at a time (stable Rust has no prefetch without `unsafe`; independent loads
     /// give the same memory-level parallelism); for a fan-out (known from the index slot) also
-    /// line 1, which holds the list pointer.
+    /// its inline target lines, or line 1, which points to a longer list.
     #[inline]
     fn touch(&self, fanout: usize) -> u64 {
         let t = self.latch.load(Relaxed) ^ self.ssrc0.touch();
-        if fanout > 1 {
-            t ^ self.fan.len() as u64
-        } else {
+        if fanout <= 1 {
             t
+        } else if fanout <= INLINE_TARGETS {
+            self.fan_lines(fanout)
+                .iter()
+                .fold(t, |t, l| t ^ u64::from(l.0[0].port))
+        } else {
+            t ^ self.fan.len() as u64
         }
     }
 
     /// Second touch level, after [`Flow::touch`] ran for the whole burst: the second SSRC's
     /// line if the flow has one, line 1 for a flow's first RTP packet (which writes the whole
-    /// first cell), and one load per line of a fan-out list.
+    /// first cell), and one load per line of a long fan-out list.
     #[inline]
     fn touch_more(&self, fanout: usize) -> u64 {
         let mut t = 0;
         if self.ssrc0.has_second() {
             t ^= self.ssrc1.touch();
         }
-        if fanout > 1 {
+        if fanout > INLINE_TARGETS {
             t ^= self.fan.iter().fold(0, |t, l| t ^ u64::from(l.0[0].port));
         } else if !self.ssrc0.in_use() {
             t ^= self.ssrc1_tag.load(Relaxed);
         }
         t
+    }
+
+    /// The compact target lines of a fan-out to `fanout` (more than one) subscribers.
+    #[inline]
+    fn fan_lines(&self, fanout: usize) -> &[TargetLine] {
+        if fanout <= INLINE_TARGETS {
+            &self.fan_inline[..fanout.div_ceil(4).min(INLINE_LINES)]
+        } else {
+            &self.fan
+        }
     }
 
     /// The RTP clock rate (`spec.clock_rate`).
@@ -462,7 +490,7 @@ impl<'a> FlowRef<'a> {
         } else if n == 1 {
             f(self.hop.target());
         } else {
-            for h in self.flow.fan.iter().flat_map(|l| &l.0).take(n) {
+            for h in self.flow.fan_lines(n).iter().flat_map(|l| &l.0).take(n) {
                 f(h.target());
             }
         }
@@ -479,7 +507,7 @@ impl<'a> FlowRef<'a> {
             TargetsInner::One((n == 1).then(|| self.hop.target()))
         } else {
             TargetsInner::Lines {
-                lines: &self.flow.fan,
+                lines: self.flow.fan_lines(n),
                 at: 0,
                 n,
             }
