@@ -20,7 +20,8 @@
 //! - [`Flow`]'s first cache line holds what every accepted packet writes: the source latch (one
 //!   word for IPv4 senders), packets, bytes, last seen, and the first SSRC's in-order RTP state
 //!   with its clock rate. The second line holds the rare counters, the RTP wrap state and the
-//!   fan-out list pointer; fan-out lists are compact targets, four per cache line.
+//!   pointer to a long fan-out list; a fan-out to at most 8 keeps its compact targets (four per
+//!   cache line) in lines 2-3, loaded in the same pass as line 0.
 //!
 //! Per-flow counters and RTP state are single-writer atomics: every accepted packet of a flow
 //! comes from its one latched source, and RSS or SO_REUSEPORT hash that 5-tuple to one queue,
@@ -225,7 +226,8 @@ fn latch_v4(a: &SocketAddrV4) -> u64 {
 ///
 /// `repr(C, align(64))`: line 0 is everything an accepted in-order RTP packet reads and writes
 /// (latch, counters, the first SSRC's hot state and clock rate); line 1 the rarer counters, the
-/// first SSRC's wrap state and the fan-out list; then the second SSRC and the cold spec.
+/// first SSRC's wrap state and a long fan-out list; lines 2-3 the targets of a fan-out to at
+/// most 8; then the second SSRC and the cold spec.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Flow {
