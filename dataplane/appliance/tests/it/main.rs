@@ -4,6 +4,7 @@
 // The DPDK labs exist only in builds with DPDK (see dpdk-bindings/README.md).
 #[cfg(popmesh_dpdk)]
 mod dpdk_lab;
+mod control;
 mod harness;
 mod lab;
 mod layout;
