@@ -220,12 +220,18 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     let agent_metrics = agent::AgentMetrics::default();
     let (mut static_table, agent) = match &cfg.control {
         None => {
-            tracing::info!(flows = table.len(), "flow table ready (sessions from the config file)");
+            tracing::info!(
+                flows = table.len(),
+                "flow table ready (sessions from the config file)"
+            );
             (Some(table), None)
         }
         Some(control) => {
             std::fs::create_dir_all(&control.state_dir).with_context(|| {
-                format!("control.state_dir: cannot create {}", control.state_dir.display())
+                format!(
+                    "control.state_dir: cannot create {}",
+                    control.state_dir.display()
+                )
             })?;
             let mut agent = agent::Agent::new(Arc::clone(&cfg), table, agent_metrics.clone())
                 .context("[control] vanished")?;

@@ -15,8 +15,8 @@ use serde::{Serialize, Serializer};
 use crate::duration::{self, parse_duration};
 use crate::error::{ConfigError, ToTomlError};
 use crate::raw::{
-    RawAdmin, RawConfig, RawControl, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort, RawSession,
-    RawSubscriber, RawUring,
+    RawAdmin, RawConfig, RawControl, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort,
+    RawSession, RawSubscriber, RawUring,
 };
 
 /// Documented default values; the raw structs render them in the file's syntax.

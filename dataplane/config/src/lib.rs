@@ -186,9 +186,9 @@ mod error;
 mod raw;
 
 pub use config::{
-    format_mac, parse_mac, AdminConfig, BackendKind, Config, ControlConfig, CoreLaneConfig, DpdkConfig,
-    IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig, SessionConfig,
-    SubscriberConfig, UringConfig,
+    format_mac, parse_mac, AdminConfig, BackendKind, Config, ControlConfig, CoreLaneConfig,
+    DpdkConfig, IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
+    SessionConfig, SubscriberConfig, UringConfig,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ToTomlError};

@@ -71,7 +71,11 @@ impl Applier {
             sessions: BTreeMap::new(),
             flows: HashMap::new(),
             by_key: HashMap::new(),
-            port_v4: config.port_addrs().iter().map(SocketAddr::is_ipv4).collect(),
+            port_v4: config
+                .port_addrs()
+                .iter()
+                .map(SocketAddr::is_ipv4)
+                .collect(),
             mesh: ConfigSnapshot::default(),
         }
     }
@@ -131,7 +135,11 @@ impl Applier {
                         errors: Vec::new(),
                     });
                 }
-                (&d.upserts, d.removes.iter().map(String::as_str).collect(), false)
+                (
+                    &d.upserts,
+                    d.removes.iter().map(String::as_str).collect(),
+                    false,
+                )
             }
             None => {
                 return Err(Rejection {
@@ -186,9 +194,8 @@ impl Applier {
                 continue;
             }
             if let Some(owner) = self.by_key.get(&spec.key) {
-                let owner_leaves = removes.contains(owner.as_str())
-                    || seen_names.contains(owner.as_str())
-                    || full;
+                let owner_leaves =
+                    removes.contains(owner.as_str()) || seen_names.contains(owner.as_str()) || full;
                 if owner != &s.name && !owner_leaves {
                     fail(
                         &s.name,
@@ -533,7 +540,10 @@ mod tests {
         let (mut a, mut t) = setup();
         a.apply(
             &mut t,
-            &snapshot(1, vec![session("a", "127.0.0.1:40000", &["127.0.0.1:41000"])]),
+            &snapshot(
+                1,
+                vec![session("a", "127.0.0.1:40000", &["127.0.0.1:41000"])],
+            ),
         )
         .expect("applies");
         let before = published(&t);
@@ -586,13 +596,20 @@ mod tests {
         let (mut a, mut t) = setup();
         a.apply(
             &mut t,
-            &snapshot(1, vec![session("a", "127.0.0.1:40000", &["127.0.0.1:41000"])]),
+            &snapshot(
+                1,
+                vec![session("a", "127.0.0.1:40000", &["127.0.0.1:41000"])],
+            ),
         )
         .expect("applies");
         let rej = a
             .apply(&mut t, &delta(3, 2, Vec::new(), &["a"]))
             .expect_err("wrong base");
-        assert!(rej.reason.starts_with("base version mismatch"), "{}", rej.reason);
+        assert!(
+            rej.reason.starts_with("base version mismatch"),
+            "{}",
+            rej.reason
+        );
 
         // Five flows do not fit max_flows = 4.
         let five: Vec<Session> = (0..4)
@@ -658,7 +675,11 @@ mod tests {
             "agent apply: {n} sessions in {:.1} ms = {:.0} sessions/s ({} build)",
             took.as_secs_f64() * 1e3,
             n as f64 / took.as_secs_f64(),
-            if cfg!(debug_assertions) { "debug" } else { "release" }
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
         );
     }
 }

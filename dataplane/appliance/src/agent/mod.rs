@@ -457,7 +457,10 @@ impl Agent {
                     let relaxed = std::sync::atomic::Ordering::Relaxed;
                     let rate = u64::from(f.clock_rate().max(1));
                     let (lost, jitter_us) = f.ssrc_stats().fold((0i64, 0u64), |(l, j), s| {
-                        (l + s.lost(), j.max(u64::from(s.jitter()) * 1_000_000 / rate))
+                        (
+                            l + s.lost(),
+                            j.max(u64::from(s.jitter()) * 1_000_000 / rate),
+                        )
                     });
                     SessionStats {
                         name: f.spec.name.to_string(),
@@ -486,7 +489,10 @@ async fn connect(c: &ControlConfig) -> anyhow::Result<Channel> {
     };
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca", &c.ca)?))
-        .identity(Identity::from_pem(read("cert", &c.cert)?, read("key", &c.key)?))
+        .identity(Identity::from_pem(
+            read("cert", &c.cert)?,
+            read("key", &c.key)?,
+        ))
         .domain_name(c.server_name.clone());
     Channel::from_shared(c.endpoint.clone())
         .with_context(|| format!("control.endpoint: {:?}", c.endpoint))?
@@ -520,6 +526,80 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use popmesh_ctrl_api::pb::{config_update, ConfigSnapshot, Endpoint, Session, Subscriber};
+
+    fn config(state_dir: &std::path::Path) -> Arc<Config> {
+        let text = format!(
+            "[[media.ports]]\nname = \"lab\"\nbind = \"127.0.0.1:40000\"\ncount = 2\n\
+             [control]\nendpoint = \"127.0.0.1:9\"\nappliance = \"pop-1\"\ncert = \"c\"\n\
+             key = \"k\"\nca = \"a\"\nstate_dir = {:?}\n",
+            state_dir.display().to_string()
+        );
+        Arc::new(Config::from_toml(&text).expect("test config"))
+    }
+
+    fn session(name: &str, port: u32) -> Session {
+        let ep = |port| {
+            Some(Endpoint {
+                address: "127.0.0.1".into(),
+                port,
+            })
+        };
+        Session {
+            name: name.into(),
+            appliance: "pop-1".into(),
+            ingress: ep(port),
+            subscribers: vec![Subscriber {
+                endpoint: ep(41000),
+                egress_port: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn installed(agent: &Agent) -> Vec<String> {
+        let reader = agent.flows.reader();
+        let index = reader.enter().expect("table alive");
+        let mut names: Vec<String> = index.iter().map(|f| f.spec.name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// A start without the daemon: the saved state is installed (and published) before the
+    /// workers start; a state that no longer fits the config is skipped, not fatal.
+    #[test]
+    fn restore_installs_the_saved_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let snapshot = |sessions| ConfigUpdate {
+            version: 9,
+            nonce: String::new(),
+            body: Some(config_update::Body::Snapshot(ConfigSnapshot {
+                sessions,
+                ..Default::default()
+            })),
+        };
+        store::save(
+            dir.path(),
+            &snapshot(vec![session("a", 40000), session("b", 40001)]),
+        )
+        .expect("save");
+        let table = FlowTable::new(16);
+        let metrics = AgentMetrics::default();
+        let mut agent = Agent::new(Arc::clone(&cfg), table, metrics.clone()).expect("[control]");
+        agent.restore();
+        assert_eq!(installed(&agent), vec!["a", "b"]);
+        assert_eq!(agent.applier.version(), 9);
+        assert_eq!(metrics.version.get(), 9);
+
+        // A saved session on a port this config no longer has: nothing of it is installed.
+        store::save(dir.path(), &snapshot(vec![session("c", 40005)])).expect("save");
+        let mut agent =
+            Agent::new(cfg, FlowTable::new(16), AgentMetrics::default()).expect("[control]");
+        agent.restore();
+        assert!(installed(&agent).is_empty());
+        assert_eq!(agent.applier.version(), 0);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_within_bounds_and_resets() {
@@ -529,8 +609,14 @@ mod tests {
         let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
         for (n, d) in delays.iter().enumerate() {
             let ceiling = (min * (1u32 << n.min(20))).min(max);
-            assert!(*d >= min && *d <= ceiling, "delay {n}: {d:?} not in {min:?}..={ceiling:?}");
-            assert!(*d >= ceiling / 2, "delay {n}: {d:?} below half of {ceiling:?}");
+            assert!(
+                *d >= min && *d <= ceiling,
+                "delay {n}: {d:?} not in {min:?}..={ceiling:?}"
+            );
+            assert!(
+                *d >= ceiling / 2,
+                "delay {n}: {d:?} below half of {ceiling:?}"
+            );
         }
         assert!(delays[11] >= max / 2, "reaches the cap: {delays:?}");
         let distinct: std::collections::HashSet<_> = delays[5..].iter().collect();

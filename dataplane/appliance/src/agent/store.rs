@@ -25,8 +25,7 @@ pub fn save(dir: &Path, update: &ConfigUpdate) -> anyhow::Result<()> {
     let target = path(dir);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let bytes = update.encode_to_vec();
-    let mut f =
-        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -85,7 +84,10 @@ mod tests {
 
         fs::write(path(&state), b"\xff\xff not protobuf").expect("write");
         let e = load(&state).expect_err("garbage refused");
-        assert!(format!("{e:#}").contains("is not a saved control config"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("is not a saved control config"),
+            "{e:#}"
+        );
 
         let delta = ConfigUpdate {
             body: Some(config_update::Body::Delta(ConfigDelta::default())),

@@ -13,10 +13,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use popmesh_ctrl_api::pb::{
-    appliance_service_client::ApplianceServiceClient, identity_service_client::IdentityServiceClient,
-    session_service_client::SessionServiceClient, BatchSessionsRequest, CreateSessionRequest,
-    Endpoint, GetApplianceStatusRequest, GetSessionStatsRequest, IdentityKind, IssueSvidRequest,
-    RemoveSessionRequest, Session, Subscriber, SyncState,
+    appliance_service_client::ApplianceServiceClient,
+    identity_service_client::IdentityServiceClient, session_service_client::SessionServiceClient,
+    BatchSessionsRequest, CreateSessionRequest, Endpoint, GetApplianceStatusRequest,
+    GetSessionStatsRequest, IdentityKind, IssueSvidRequest, RemoveSessionRequest, Session,
+    Subscriber, SyncState,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -70,7 +71,13 @@ impl Ctrld {
         let bin = ctrld_bin();
         let state = dir.join("ctrld");
         let out = Command::new(&bin)
-            .args(["bootstrap", "--trust-domain", "pop.test", "--operator", "alice"])
+            .args([
+                "bootstrap",
+                "--trust-domain",
+                "pop.test",
+                "--operator",
+                "alice",
+            ])
             .arg("--state-dir")
             .arg(&state)
             .output()
@@ -338,7 +345,9 @@ impl Publisher {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            rx.into_iter().map(|h| h.join().expect("receiver")).collect()
+            rx.into_iter()
+                .map(|h| h.join().expect("receiver"))
+                .collect()
         })
     }
 }
@@ -364,7 +373,10 @@ fn until_metric(dp: &harness::Daemon, name: &str, value: f64) {
         if metric(&m, name, &[]) == Some(value) {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} never became {value}:\n{m}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {value}:\n{m}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -425,7 +437,10 @@ async fn sessions_from_the_daemon_forward_survive_its_death_and_resync() {
             .await
             .expect("GetApplianceStatus")
             .into_inner();
-        if s.last_nack.as_ref().is_some_and(|n| n.version >= bad.version) {
+        if s.last_nack
+            .as_ref()
+            .is_some_and(|n| n.version >= bad.version)
+        {
             break s;
         }
         assert!(Instant::now() < deadline, "no NACK recorded: {s:?}");
@@ -444,12 +459,21 @@ async fn sessions_from_the_daemon_forward_survive_its_death_and_resync() {
         .unwrap_or_else(|| panic!("bad not among the resources: {status:?}"));
     assert_eq!(rejected.state, SyncState::Rejected as i32, "{status:?}");
     assert!(
-        rejected.reason.contains("is not a media port of this appliance"),
+        rejected
+            .reason
+            .contains("is not a media port of this appliance"),
         "{rejected:?}"
     );
     let m = dp.get("/metrics");
-    assert!(metric(&m, "popmesh_agent_rejected_total", &[]) >= Some(1.0), "{m}");
-    assert_eq!(pub_a.round(&subs_a, 200), vec![200, 200], "room-1 still forwards");
+    assert!(
+        metric(&m, "popmesh_agent_rejected_total", &[]) >= Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        pub_a.round(&subs_a, 200),
+        vec![200, 200],
+        "room-1 still forwards"
+    );
     let removed = ops
         .remove_session(RemoveSessionRequest { name: "bad".into() })
         .await
@@ -470,14 +494,21 @@ async fn sessions_from_the_daemon_forward_survive_its_death_and_resync() {
         if st.stats.as_ref().is_some_and(|s| s.packets >= 400) {
             break;
         }
-        assert!(Instant::now() < deadline, "no stats of room-1 reported: {st:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no stats of room-1 reported: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // kill -9 the daemon: the dataplane keeps forwarding.
     ctrld.kill9();
     until_metric(&dp, "popmesh_agent_connected", 0.0);
-    assert_eq!(pub_a.round(&subs_a, 200), vec![200, 200], "forwards without the daemon");
+    assert_eq!(
+        pub_a.round(&subs_a, 200),
+        vec![200, 200],
+        "forwards without the daemon"
+    );
 
     // Restarted on the same state and port, the agent reconnects and re-syncs: a session
     // created after the restart forwards too.
@@ -495,7 +526,11 @@ async fn sessions_from_the_daemon_forward_survive_its_death_and_resync() {
     ctrld.until_acked(reply.version).await;
     let mut pub_b = Publisher::new(port_b, 0xb);
     assert_eq!(pub_b.round(&subs_b, 200), vec![200], "room-2 forwards");
-    assert_eq!(pub_a.round(&subs_a, 200), vec![200, 200], "room-1 still forwards");
+    assert_eq!(
+        pub_a.round(&subs_a, 200),
+        vec![200, 200],
+        "room-1 still forwards"
+    );
 
     // Restart the dataplane with the daemon down: it starts from the saved state.
     let st = dp.terminate();
@@ -538,10 +573,15 @@ async fn batch_of_100k_sessions_applied_and_acknowledged() {
     let subs: Vec<SocketAddr> = vec!["192.0.2.1:41000".parse().expect("addr")];
     let upserts: Vec<Session> = (0..n)
         .map(|i| {
-            let ingress: SocketAddr =
-                format!("10.{}.{}.{}:{}", i >> 16, (i >> 8) & 255, i & 255, any.port())
-                    .parse()
-                    .expect("addr");
+            let ingress: SocketAddr = format!(
+                "10.{}.{}.{}:{}",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255,
+                any.port()
+            )
+            .parse()
+            .expect("addr");
             session(&format!("s{i}"), ingress, &subs)
         })
         .collect();
@@ -558,7 +598,11 @@ async fn batch_of_100k_sessions_applied_and_acknowledged() {
     let write = sent.elapsed();
     let ack = ctrld.until_acked(reply.version).await;
     let m = dp.get("/metrics");
-    assert_eq!(metric(&m, "popmesh_agent_sessions", &[]), Some(n as f64), "{m}");
+    assert_eq!(
+        metric(&m, "popmesh_agent_sessions", &[]),
+        Some(n as f64),
+        "{m}"
+    );
     let apply_sum = metric(&m, "popmesh_agent_apply_seconds_sum", &[]).unwrap_or(f64::NAN);
     eprintln!(
         "batch of {n}: daemon write {:.0} ms; daemon ack -> appliance ACK {:.0} ms \
@@ -567,6 +611,10 @@ async fn batch_of_100k_sessions_applied_and_acknowledged() {
         ack.as_secs_f64() * 1e3,
         n as f64 / ack.as_secs_f64(),
         apply_sum * 1e3,
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }

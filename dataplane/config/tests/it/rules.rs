@@ -1108,7 +1108,11 @@ fn control(lines: &[&str]) -> String {
 
 #[test]
 fn control_defaults_and_endpoint_forms() {
-    assert_eq!(ok(PORT).control, None, "no [control]: sessions from the file");
+    assert_eq!(
+        ok(PORT).control,
+        None,
+        "no [control]: sessions from the file"
+    );
     let c = ok(&control(&[])).control.expect("control set");
     assert_eq!(c.endpoint, "https://127.0.0.1:7443");
     assert_eq!(c.server_name, "127.0.0.1");
@@ -1151,7 +1155,13 @@ fn control_endpoint_must_be_https_host_port() {
         "\"http://127.0.0.1:7443\"",
         "must use https://",
     );
-    for bad in ["127.0.0.1", "https://127.0.0.1:0", "host name:7443", "[::1:7443", ""] {
+    for bad in [
+        "127.0.0.1",
+        "https://127.0.0.1:0",
+        "host name:7443",
+        "[::1:7443",
+        "",
+    ] {
         let doc = control(&[&format!("endpoint = {bad:?}")]);
         assert_invalid(
             &doc,
