@@ -43,6 +43,28 @@ pub struct Applied {
     pub sessions: usize,
 }
 
+/// An accepted configuration taken for the state file.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// Its version.
+    pub version: u64,
+    mesh: ConfigSnapshot,
+    sessions: Vec<Arc<Session>>,
+}
+
+impl Saved {
+    /// The snapshot update (deep copies the sessions: call it off the agent thread).
+    pub fn update(&self) -> ConfigUpdate {
+        let mut snapshot = self.mesh.clone();
+        snapshot.sessions = self.sessions.iter().map(|s| Session::clone(s)).collect();
+        ConfigUpdate {
+            version: self.version,
+            nonce: String::new(),
+            body: Some(config_update::Body::Snapshot(snapshot)),
+        }
+    }
+}
+
 /// The agent's view of what is installed: the accepted sessions (proto, for the state file)
 /// and their flows (for the diff against the next version).
 #[derive(Debug)]
@@ -50,7 +72,9 @@ pub struct Applier {
     config: Arc<Config>,
     appliance: String,
     version: u64,
-    sessions: BTreeMap<String, Session>,
+    /// `Arc`: the state writer takes a copy of the list without deep-cloning 100k sessions
+    /// on the agent thread.
+    sessions: BTreeMap<String, Arc<Session>>,
     flows: HashMap<String, FlowSpec>,
     by_key: HashMap<FlowKey, String>,
     /// Per PortId: whether it is an IPv4 port.
@@ -90,15 +114,20 @@ impl Applier {
         self.flows.len()
     }
 
-    /// The whole accepted configuration as a snapshot update (what the state file holds).
-    pub fn snapshot(&self) -> ConfigUpdate {
-        let mut snapshot = self.mesh.clone();
-        snapshot.sessions = self.sessions.values().cloned().collect();
-        ConfigUpdate {
+    /// The whole accepted configuration, cheap to take (shared sessions); [`Saved::update`]
+    /// builds the snapshot update the state file holds.
+    pub fn saved(&self) -> Saved {
+        Saved {
             version: self.version,
-            nonce: String::new(),
-            body: Some(config_update::Body::Snapshot(snapshot)),
+            mesh: self.mesh.clone(),
+            sessions: self.sessions.values().cloned().collect(),
         }
+    }
+
+    /// The whole accepted configuration as a snapshot update (what the state file holds).
+    #[cfg(test)]
+    pub fn snapshot(&self) -> ConfigUpdate {
+        self.saved().update()
     }
 
     /// Applies `update` to `table` (one publish) or refuses it whole.
@@ -295,7 +324,7 @@ impl Applier {
             }
             self.by_key.insert(spec.key, s.name.clone());
             self.flows.insert(s.name.clone(), spec);
-            self.sessions.insert(s.name.clone(), s.clone());
+            self.sessions.insert(s.name.clone(), Arc::new(s.clone()));
         }
         if let Some(config_update::Body::Snapshot(snap)) = &update.body {
             self.mesh = ConfigSnapshot {

@@ -6,7 +6,8 @@
 //! with the daemon: mutual TLS with the appliance's SVID, `Register`, `Watch`; then for each
 //! `ConfigUpdate` the [`apply::Applier`] checks the whole version and applies it with one
 //! publish or not at all, and the agent answers `Ack` or `Nack` (with a reason per session),
-//! then saves the accepted configuration ([`store`]) for starts without the daemon. Stats of
+//! then saves the accepted configuration ([`store`], in the background, coalescing versions
+//! that arrive while a write runs) for starts without the daemon. Stats of
 //! every installed session go back every `control.stats_interval`.
 //!
 //! When the stream breaks the flows stay as they are and the agent reconnects with
@@ -41,6 +42,8 @@ use apply::{Applied, Applier, Rejection};
 /// The daemon sends snapshots of up to 256 MiB.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a changed config is written when writes cannot keep up with versions.
+const SAVE_EVERY: Duration = Duration::from_millis(250);
 
 /// The agent's series in `/metrics`.
 #[derive(Debug, Clone)]
@@ -179,6 +182,10 @@ pub struct Agent {
     applier: Applier,
     flows: FlowReaderFactory,
     metrics: AgentMetrics,
+    /// An accepted version is not on disk yet.
+    unsaved: bool,
+    /// The state file write in progress.
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -194,7 +201,45 @@ impl Agent {
             applier,
             flows,
             metrics,
+            unsaved: false,
+            saving: None,
         })
+    }
+
+    /// Starts writing the accepted config to `control.state_dir` if it changed and no write is
+    /// running. The agent never waits for the disk (a 100k-session file takes a while to
+    /// fsync): the file trails the applied version by at most one write plus [`SAVE_EVERY`],
+    /// and is written after the ACK. A crash in between restarts from the previous state,
+    /// which the daemon's next snapshot corrects. A failed write is logged and retried with
+    /// the next accepted version.
+    fn save_in_background(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) || !self.unsaved {
+            return;
+        }
+        self.unsaved = false;
+        let dir = self.control.state_dir.clone();
+        let saved = self.applier.saved();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = store::save(&dir, &saved.update()) {
+                tracing::error!(
+                    version = saved.version,
+                    "cannot save the accepted config (a start without the daemon would use an \
+                     older one): {e:#}"
+                );
+            }
+        }));
+    }
+
+    /// Waits for the running write, then writes what is still unsaved (on a broken stream and
+    /// at shutdown).
+    async fn flush_state(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        self.save_in_background();
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
     }
 
     /// Installs the saved state of `control.state_dir`, if there is one that fits this
@@ -278,6 +323,7 @@ impl Agent {
                     r = self.session(&mut backoff, &mut last_failure, attempts) => r,
                 };
                 self.metrics.connected.set(0);
+                self.flush_state().await;
                 match outcome {
                     Ok(()) => {
                         tracing::warn!(
@@ -308,6 +354,7 @@ impl Agent {
                     () = tokio::time::sleep(delay) => {}
                 }
             }
+            self.flush_state().await;
         });
         self.table
     }
@@ -358,6 +405,8 @@ impl Agent {
         }
         let mut stats = tokio::time::interval(self.control.stats_interval);
         stats.tick().await;
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = inbound.message() => {
@@ -367,21 +416,11 @@ impl Agent {
                     let (reply, accepted) = self.handle(&update);
                     tx.send(reply).await.context("watch stream closed")?;
                     if accepted {
-                        let dir = self.control.state_dir.clone();
-                        let snapshot = self.applier.snapshot();
-                        // After the ACK: a crash before this line restarts from the previous
-                        // state, which the daemon's next snapshot corrects.
-                        let saved = tokio::task::spawn_blocking(move || store::save(&dir, &snapshot))
-                            .await
-                            .context("state writer")?;
-                        if let Err(e) = saved {
-                            tracing::error!(
-                                "cannot save the accepted config (a start without the daemon \
-                                 will use an older one): {e:#}"
-                            );
-                        }
+                        self.unsaved = true;
+                        self.save_in_background();
                     }
                 }
+                _ = save.tick() => self.save_in_background(),
                 _ = stats.tick() => {
                     tx.send(self.stats()).await.context("watch stream closed")?;
                 }
