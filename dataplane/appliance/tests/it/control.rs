@@ -674,3 +674,47 @@ async fn batch_of_100k_sessions_applied_and_acknowledged() {
         single[199].as_secs_f64() * 1e3
     );
 }
+
+/// An SVID file that cannot be read refuses the config (exit 64) before anything is bound;
+/// `[control]` together with `[[sessions]]` too.
+#[test]
+fn unreadable_svid_and_file_sessions_with_control_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "[media]\ncores = [{}]\n[[media.ports]]\nname = \"a\"\nbind = \"127.0.0.1:40000\"\n\
+         [control]\nendpoint = \"127.0.0.1:7443\"\nappliance = \"pop-1\"\n\
+         cert = \"{d}/missing.pem\"\nkey = \"{d}/missing-key.pem\"\nca = \"{d}/ca.pem\"\n\
+         state_dir = \"{d}/state\"\n",
+        worker_core(),
+        d = dir.path().display()
+    );
+    let run = |text: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).expect("write");
+        let out = Command::new(harness::BIN)
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .expect("run popmesh-dataplane");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&base);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("control.cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let with_sessions = format!(
+        "{base}[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40000\"\n\
+         subscribers = [\"127.0.0.1:41000\"]\n"
+    );
+    let (code, err) = run(&with_sessions);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("sessions: 1 entries must be empty when [control] is set"),
+        "{err}"
+    );
+}
