@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod agent;
 mod metrics;
 mod workers;
 
@@ -118,6 +119,13 @@ fn load(args: &Args) -> anyhow::Result<(Config, Vec<Finding>)> {
              (22.11 or newer) and rebuild, or use \"uring\""
         );
     }
+    if let Some(c) = &cfg.control {
+        for (what, path) in [("cert", &c.cert), ("key", &c.key), ("ca", &c.ca)] {
+            std::fs::read(path).with_context(|| {
+                format!("control.{what}: {:?}: cannot read the file", path.display())
+            })?;
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .map_err(|e| anyhow::anyhow!("log.level: {:?}: {e}", cfg.log.level))?;
     Ok((cfg, findings))
@@ -205,7 +213,38 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("installing session {name:?}"))?;
     }
     table.publish();
-    tracing::info!(flows = table.len(), "flow table ready");
+    let flows = table.reader();
+
+    // With [control] the agent owns the writer: it installs the saved state now, before the
+    // workers start, and the daemon's versions later (config sessions are refused with it).
+    let agent_metrics = agent::AgentMetrics::default();
+    let (mut static_table, agent) = match &cfg.control {
+        None => {
+            tracing::info!(
+                flows = table.len(),
+                "flow table ready (sessions from the config file)"
+            );
+            (Some(table), None)
+        }
+        Some(control) => {
+            std::fs::create_dir_all(&control.state_dir).with_context(|| {
+                format!(
+                    "control.state_dir: cannot create {}",
+                    control.state_dir.display()
+                )
+            })?;
+            let mut agent = agent::Agent::new(Arc::clone(&cfg), table, agent_metrics.clone())
+                .context("[control] vanished")?;
+            agent.restore();
+            tracing::info!(
+                flows = agent.sessions(),
+                endpoint = %control.endpoint,
+                appliance = %control.appliance,
+                "flow table ready (sessions from the control daemon)"
+            );
+            (None, Some(agent))
+        }
+    };
 
     // Bind the admin listener before starting workers so a port clash fails fast.
     let admin_listener = std::net::TcpListener::bind(cfg.admin.listen)
@@ -217,7 +256,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         BackendKind::Uring => workers::BackendPlan::Uring,
         BackendKind::Dpdk => dpdk_plan(&cfg)?,
     };
-    let mut workers = workers::Workers::start(&cfg, table.reader(), clock, &mut plan)?;
+    let mut workers = workers::Workers::start(&cfg, flows.clone(), clock, &mut plan)?;
     tracing::info!(
         workers = workers.info.len(),
         cores = ?cfg.media.cores,
@@ -227,7 +266,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
 
     let collector = metrics::MediaCollector {
         workers: workers.info.clone(),
-        flows: table.reader(),
+        flows: flows.clone(),
         max_flows: u64::from(cfg.media.max_flows),
         clock,
         #[cfg(popmesh_dpdk)]
@@ -236,13 +275,18 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             _ => None,
         },
     };
+    let mut registry = metrics::registry(collector);
+    if cfg.control.is_some() {
+        agent_metrics.register(&mut registry);
+    }
     let state = admin::Admin {
         config: Arc::clone(&cfg),
-        registry: Arc::new(metrics::registry(collector)),
+        registry: Arc::new(registry),
         workers: workers.info.clone(),
-        flows: table.reader(),
+        flows,
         clock,
     };
+    let agent = agent.map(agent::Agent::spawn).transpose()?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,6 +299,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
+    if let Some(t) = agent.and_then(agent::AgentHandle::stop) {
+        static_table = Some(t);
+    }
     tracing::info!("stopping media workers");
     workers.stop();
     for w in &workers.info {
@@ -276,7 +323,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     #[allow(clippy::drop_non_drop)]
     drop(plan);
     // The table outlives the workers: dropping the writer first would end their loops early.
-    drop(table);
+    drop(static_table);
     served.context("admin server")?;
     Ok(())
 }

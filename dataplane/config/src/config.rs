@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::ser::Error as _;
@@ -15,8 +15,8 @@ use serde::{Serialize, Serializer};
 use crate::duration::{self, parse_duration};
 use crate::error::{ConfigError, ToTomlError};
 use crate::raw::{
-    RawAdmin, RawConfig, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort, RawSession,
-    RawSubscriber, RawUring,
+    RawAdmin, RawConfig, RawControl, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort,
+    RawSession, RawSubscriber, RawUring,
 };
 
 /// Documented default values; the raw structs render them in the file's syntax.
@@ -46,6 +46,9 @@ pub(crate) mod defaults {
     pub const DPDK_DESC: i64 = 1024;
     pub const DPDK_MBUF_CACHE: i64 = 256;
     pub const MTU: i64 = 1500;
+    pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
 }
 
 // Limits of the schema, named once so the checks and their messages cannot disagree.
@@ -79,6 +82,13 @@ const DPDK_MBUF_CACHE_RANGE: RangeInclusive<i64> = 0..=512;
 const DPDK_FILE_PREFIX_MAX_LEN: usize = 32;
 /// IPv4's minimum MTU up to jumbo frames.
 const MTU_RANGE: RangeInclusive<i64> = 68..=9216;
+/// Longest reconnect back-off: beyond an hour an appliance would look dead to operators.
+const BACKOFF_LIMIT: Duration = Duration::from_secs(3600);
+/// Stats reports between 1 s (the daemon stores each) and an hour.
+const STATS_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+/// Appliance names are the last segment of a SPIFFE ID.
+const APPLIANCE_NAME_MAX_LEN: usize = 63;
 
 /// The whole appliance configuration.
 ///
@@ -102,8 +112,42 @@ pub struct Config {
     pub signaling: CoreLaneConfig,
     /// `[housekeeping]`: CPUs reserved for the OS, IRQs and the appliance's own control threads.
     pub housekeeping: CoreLaneConfig,
-    /// `[[sessions]]`: static media sessions, in file order. May be empty.
+    /// `[[sessions]]`: static media sessions, in file order. May be empty; always empty with
+    /// `[control]` (the control daemon then owns the flow table).
     pub sessions: Vec<SessionConfig>,
+    /// `[control]`: the control daemon that programs this appliance; `None`: sessions come
+    /// from `[[sessions]]` only.
+    pub control: Option<ControlConfig>,
+}
+
+/// `[control]`: how the appliance agent reaches the control daemon (`popmesh-ctrld`) and where
+/// it keeps the last configuration it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlConfig {
+    /// gRPC endpoint, always `https://host:port` (the file may leave out `https://`).
+    pub endpoint: String,
+    /// DNS name (or IP) the daemon's certificate must carry; the endpoint's host by default.
+    pub server_name: String,
+    /// This appliance's registered name: the `<name>` of its SPIFFE ID
+    /// `spiffe://<td>/ns/appliances/sa/<name>`.
+    pub appliance: String,
+    /// The appliance's SVID (PEM certificate, chain appended).
+    pub cert: PathBuf,
+    /// The SVID's private key (PEM).
+    pub key: PathBuf,
+    /// The trust bundle the daemon's certificate is verified against (PEM).
+    pub ca: PathBuf,
+    /// Directory of the last accepted configuration (`control-state.pb`).
+    pub state_dir: PathBuf,
+    /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
+    #[serde(serialize_with = "duration::serialize")]
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    #[serde(serialize_with = "duration::serialize")]
+    pub backoff_max: Duration,
+    /// How often per-session stats are reported to the daemon.
+    #[serde(serialize_with = "duration::serialize")]
+    pub stats_interval: Duration,
 }
 
 /// `[signaling]` or `[housekeeping]`: CPUs reserved for one lane, apart from `media.cores`.
@@ -615,6 +659,15 @@ impl TryFrom<RawConfig> for Config {
             let session = convert_session(index, raw_session, &media, &sessions)?;
             sessions.push(session);
         }
+        let control = raw.control.map(ControlConfig::try_from).transpose()?;
+        if control.is_some() && !sessions.is_empty() {
+            return Err(ConfigError::invalid(
+                "sessions",
+                format!("{} entries", sessions.len()),
+                "must be empty when [control] is set: the control daemon owns the flow table; \
+                 create these sessions there (popmesh session create) or remove [control]",
+            ));
+        }
         Ok(Config {
             admin,
             log,
@@ -622,8 +675,140 @@ impl TryFrom<RawConfig> for Config {
             signaling,
             housekeeping,
             sessions,
+            control,
         })
     }
+}
+
+impl TryFrom<RawControl> for ControlConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawControl) -> Result<Self, ConfigError> {
+        let (endpoint, host) = parse_endpoint(&raw.endpoint)?;
+        let server_name = match raw.server_name {
+            None => host,
+            Some(name) => {
+                let ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':'));
+                if !ok {
+                    return Err(ConfigError::invalid(
+                        "control.server_name",
+                        quoted(&name),
+                        "must be a DNS name or IP address the daemon's certificate carries",
+                    ));
+                }
+                name
+            }
+        };
+        let name_ok = !raw.appliance.is_empty()
+            && raw.appliance.len() <= APPLIANCE_NAME_MAX_LEN
+            && raw.appliance.bytes().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
+            });
+        if !name_ok {
+            return Err(ConfigError::invalid(
+                "control.appliance",
+                quoted(&raw.appliance),
+                format!(
+                    "must be 1..={APPLIANCE_NAME_MAX_LEN} characters of [a-z0-9.-_] (the name in \
+                     the appliance's SPIFFE ID)"
+                ),
+            ));
+        }
+        let path = |key: &str, value: &str| -> Result<PathBuf, ConfigError> {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("control.{key}"),
+                    quoted(value),
+                    "must be a file system path",
+                ));
+            }
+            Ok(PathBuf::from(value))
+        };
+        let cert = path("cert", &raw.cert)?;
+        let key = path("key", &raw.key)?;
+        let ca = path("ca", &raw.ca)?;
+        let state_dir = path("state_dir", &raw.state_dir)?;
+        let duration = |key: &str, text: &str| -> Result<Duration, ConfigError> {
+            let path = format!("control.{key}");
+            parse_duration(text).map_err(|rule| ConfigError::invalid(path, quoted(text), rule))
+        };
+        let backoff_min = duration("backoff_min", &raw.backoff_min)?;
+        if backoff_min.is_zero() || backoff_min > BACKOFF_LIMIT {
+            return Err(ConfigError::invalid(
+                "control.backoff_min",
+                quoted(&raw.backoff_min),
+                "must be more than 0 and at most 1h",
+            ));
+        }
+        let backoff_max = duration("backoff_max", &raw.backoff_max)?;
+        if backoff_max < backoff_min || backoff_max > BACKOFF_LIMIT {
+            return Err(ConfigError::invalid(
+                "control.backoff_max",
+                quoted(&raw.backoff_max),
+                format!(
+                    "must be at least control.backoff_min ({}) and at most 1h",
+                    duration::format_duration(backoff_min)
+                ),
+            ));
+        }
+        let stats_interval = duration("stats_interval", &raw.stats_interval)?;
+        if !STATS_INTERVAL_RANGE.contains(&stats_interval) {
+            return Err(ConfigError::invalid(
+                "control.stats_interval",
+                quoted(&raw.stats_interval),
+                "must be in 1s..=1h",
+            ));
+        }
+        Ok(ControlConfig {
+            endpoint,
+            server_name,
+            appliance: raw.appliance,
+            cert,
+            key,
+            ca,
+            state_dir,
+            backoff_min,
+            backoff_max,
+            stats_interval,
+        })
+    }
+}
+
+/// `https://host:port` or `host:port` to the `https://host:port` form and the host (without
+/// IPv6 brackets).
+fn parse_endpoint(text: &str) -> Result<(String, String), ConfigError> {
+    let bad = |rule: &str| ConfigError::invalid("control.endpoint", quoted(text), rule);
+    if text.starts_with("http://") {
+        return Err(bad(
+            "must use https:// (the control daemon only speaks mutual TLS)",
+        ));
+    }
+    let rest = text.strip_prefix("https://").unwrap_or(text);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let rule = "must be \"https://host:port\" or \"host:port\" (host a DNS name or IP address, \
+                port 1..=65535)";
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad(rule))?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host_ok = if host.starts_with('[') {
+        bare.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !bare.is_empty()
+            && bare
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
+    };
+    if !port_ok || !host_ok {
+        return Err(bad(rule));
+    }
+    Ok((format!("https://{host}:{port}"), bare.to_string()))
 }
 
 impl TryFrom<RawAdmin> for AdminConfig {
@@ -1428,6 +1613,8 @@ struct FileView<'a> {
     signaling: &'a CoreLaneConfig,
     housekeeping: &'a CoreLaneConfig,
     sessions: Vec<SessionView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<&'a ControlConfig>,
 }
 
 #[derive(Serialize)]
@@ -1496,6 +1683,7 @@ impl<'a> FileView<'a> {
             signaling: &config.signaling,
             housekeeping: &config.housekeeping,
             sessions,
+            control: config.control.as_ref(),
         })
     }
 }

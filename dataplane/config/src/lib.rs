@@ -106,7 +106,26 @@
 //!     "127.0.0.1:41001",
 //!     { addr = "127.0.0.1:41002", egress = "uplink" },  # leaves from the named port's first PortId
 //! ]
+//!
+//! [control]                        # optional: take sessions from the control daemon
+//! endpoint = "https://127.0.0.1:7443"  # popmesh-ctrld's gRPC address; "host:port" works too;
+//!                                  # https only (mutual TLS)
+//! server_name = "ctrld.pop1.example.net"  # optional: name the daemon's certificate must carry;
+//!                                  # defaults to the endpoint's host
+//! appliance = "pop-1"              # this appliance's name, [a-z0-9.-_]{1,63}: its SPIFFE ID is
+//!                                  # spiffe://<td>/ns/appliances/sa/pop-1
+//! cert = "/etc/popmesh/pop-1.pem"  # the appliance SVID (PEM, chain appended)
+//! key = "/etc/popmesh/pop-1-key.pem"   # its private key (PEM)
+//! ca = "/etc/popmesh/ca.pem"       # trust bundle that verifies the daemon
+//! state_dir = "/var/lib/popmesh"   # last accepted config (control-state.pb), used at start-up
+//! backoff_min = "200ms"            # reconnect back-off: first delay, 0 < d <= 1h
+//! backoff_max = "30s"              # longest delay (doubling with jitter), backoff_min..=1h
+//! stats_interval = "10s"           # per-session stats reports to the daemon, 1s..=1h
 //! ```
+//!
+//! With `[control]`, `[[sessions]]` must be empty: the agent owns the flow table and installs
+//! exactly what the daemon (or, at start-up, the saved state) says. Paths are not opened here;
+//! the binary reads them at start-up and refuses to start when it cannot.
 //!
 //! # Rules beyond the ranges above
 //!
@@ -167,9 +186,9 @@ mod error;
 mod raw;
 
 pub use config::{
-    format_mac, parse_mac, AdminConfig, BackendKind, Config, CoreLaneConfig, DpdkConfig,
-    IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig, SessionConfig,
-    SubscriberConfig, UringConfig,
+    format_mac, parse_mac, AdminConfig, BackendKind, Config, ControlConfig, CoreLaneConfig,
+    DpdkConfig, IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
+    SessionConfig, SubscriberConfig, UringConfig,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ToTomlError};

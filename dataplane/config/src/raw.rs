@@ -30,6 +30,40 @@ pub struct RawConfig {
     pub housekeeping: RawCoreLane,
     #[serde(default)]
     pub sessions: Vec<RawSession>,
+    #[serde(default)]
+    pub control: Option<RawControl>,
+}
+
+/// `[control]`: the control daemon this appliance takes its sessions from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub endpoint: String,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    pub appliance: String,
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    pub state_dir: String,
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min: String,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: String,
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval: String,
+}
+
+fn default_backoff_min() -> String {
+    format_duration(defaults::BACKOFF_MIN)
+}
+
+fn default_backoff_max() -> String {
+    format_duration(defaults::BACKOFF_MAX)
+}
+
+fn default_stats_interval() -> String {
+    format_duration(defaults::STATS_INTERVAL)
 }
 
 /// `[signaling]` and `[housekeeping]`: a set of reserved CPUs.

@@ -2,6 +2,7 @@
 //! with DPDK.
 
 // The DPDK labs exist only in builds with DPDK (see dpdk-bindings/README.md).
+mod control;
 #[cfg(popmesh_dpdk)]
 mod dpdk_lab;
 mod harness;

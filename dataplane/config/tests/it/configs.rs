@@ -110,6 +110,7 @@ fn lab_toml_is_the_lab_session() {
                 })
                 .collect(),
         }],
+        control: None,
     };
     let lab = load("lab.toml");
     assert_eq!(lab, expected);

@@ -538,6 +538,7 @@ fn build_config(seed: ConfigSeed) -> Config {
             cores: housekeeping,
         },
         sessions,
+        control: None,
     }
 }
 

@@ -1081,3 +1081,166 @@ fn from_file_reports_the_path_of_a_missing_file() {
         other => panic!("expected Io error, got {other:?}"),
     }
 }
+
+// --- [control] ------------------------------------------------------------------------------
+
+/// The standard port and a `[control]` section with `extra` lines replacing defaults.
+fn control(lines: &[&str]) -> String {
+    let mut keys: Vec<(String, String)> = [
+        ("endpoint", "\"https://127.0.0.1:7443\""),
+        ("appliance", "\"pop-1\""),
+        ("cert", "\"/etc/popmesh/pop-1.pem\""),
+        ("key", "\"/etc/popmesh/pop-1-key.pem\""),
+        ("ca", "\"/etc/popmesh/ca.pem\""),
+        ("state_dir", "\"/var/lib/popmesh\""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for line in lines {
+        let (k, v) = line.split_once(" = ").expect("key = value");
+        keys.retain(|(key, _)| key != k);
+        keys.push((k.to_string(), v.to_string()));
+    }
+    let body: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{PORT}\n[control]\n{}\n", body.join("\n"))
+}
+
+#[test]
+fn control_defaults_and_endpoint_forms() {
+    assert_eq!(
+        ok(PORT).control,
+        None,
+        "no [control]: sessions from the file"
+    );
+    let c = ok(&control(&[])).control.expect("control set");
+    assert_eq!(c.endpoint, "https://127.0.0.1:7443");
+    assert_eq!(c.server_name, "127.0.0.1");
+    assert_eq!(c.appliance, "pop-1");
+    assert_eq!(c.state_dir, std::path::PathBuf::from("/var/lib/popmesh"));
+    assert_eq!(c.backoff_min, Duration::from_millis(200));
+    assert_eq!(c.backoff_max, Duration::from_secs(30));
+    assert_eq!(c.stats_interval, Duration::from_secs(10));
+
+    let c = ok(&control(&[
+        "endpoint = \"ctrld.pop1.example.net:7443\"",
+        "backoff_min = \"1s\"",
+        "backoff_max = \"1s\"",
+    ]))
+    .control
+    .expect("control set");
+    assert_eq!(c.endpoint, "https://ctrld.pop1.example.net:7443");
+    assert_eq!(c.server_name, "ctrld.pop1.example.net");
+    let c = ok(&control(&[
+        "endpoint = \"https://[::1]:7443\"",
+        "server_name = \"localhost\"",
+    ]))
+    .control
+    .expect("control set");
+    assert_eq!(c.endpoint, "https://[::1]:7443");
+    assert_eq!(c.server_name, "localhost");
+
+    // The effective config (with [control]) loads back to the same value.
+    let parsed = ok(&control(&["stats_interval = \"2s\""]));
+    let text = parsed.to_toml().expect("writable");
+    assert_eq!(Config::from_toml(&text).expect("reloads"), parsed);
+}
+
+#[test]
+fn control_endpoint_must_be_https_host_port() {
+    let doc = control(&["endpoint = \"http://127.0.0.1:7443\""]);
+    assert_invalid(
+        &doc,
+        "control.endpoint",
+        "\"http://127.0.0.1:7443\"",
+        "must use https://",
+    );
+    for bad in [
+        "127.0.0.1",
+        "https://127.0.0.1:0",
+        "host name:7443",
+        "[::1:7443",
+        "",
+    ] {
+        let doc = control(&[&format!("endpoint = {bad:?}")]);
+        assert_invalid(
+            &doc,
+            "control.endpoint",
+            &format!("{bad:?}"),
+            "must be \"https://host:port\"",
+        );
+    }
+}
+
+#[test]
+fn control_names_paths_and_durations_are_checked() {
+    assert_invalid(
+        &control(&["appliance = \"Pop 1\""]),
+        "control.appliance",
+        "\"Pop 1\"",
+        "must be 1..=63 characters of [a-z0-9.-_]",
+    );
+    assert_invalid(
+        &control(&["server_name = \"\""]),
+        "control.server_name",
+        "\"\"",
+        "must be a DNS name",
+    );
+    assert_invalid(
+        &control(&["key = \" \""]),
+        "control.key",
+        "\" \"",
+        "must be a file system path",
+    );
+    assert_invalid(
+        &control(&["backoff_min = \"0s\""]),
+        "control.backoff_min",
+        "\"0s\"",
+        "must be more than 0",
+    );
+    assert_invalid(
+        &control(&["backoff_min = \"5\""]),
+        "control.backoff_min",
+        "\"5\"",
+        "has no unit",
+    );
+    assert_invalid(
+        &control(&["backoff_min = \"2s\"", "backoff_max = \"1s\""]),
+        "control.backoff_max",
+        "\"1s\"",
+        "must be at least control.backoff_min (2s)",
+    );
+    assert_invalid(
+        &control(&["backoff_max = \"2h\""]),
+        "control.backoff_max",
+        "\"2h\"",
+        "has unknown unit",
+    );
+    assert_invalid(
+        &control(&["backoff_max = \"3601s\""]),
+        "control.backoff_max",
+        "\"3601s\"",
+        "must be at least",
+    );
+    assert_invalid(
+        &control(&["stats_interval = \"500ms\""]),
+        "control.stats_interval",
+        "\"500ms\"",
+        "must be in 1s..=1h",
+    );
+    assert!(syntax(&control(&["endpont = \"x:1\""])).contains("endpont"));
+}
+
+#[test]
+fn control_refuses_file_sessions_too() {
+    let doc = format!(
+        "{}\n[[sessions]]\nname = \"s\"\ningress = \"127.0.0.1:40000\"\nsubscribers = [\"127.0.0.1:41000\"]\n",
+        control(&[])
+    );
+    assert_invalid(
+        &doc,
+        "sessions",
+        "1 entries",
+        "must be empty when [control] is set",
+    );
+}
