@@ -27,29 +27,34 @@ const APPLIANCE: &str = "pop-1";
 
 /// `target/<profile>/popmesh-ctrld`, built on demand.
 fn ctrld_bin() -> PathBuf {
+    workspace_bin("popmesh-ctrld", "popmesh-ctrld")
+}
+
+/// `target/<profile>/<bin>` of another workspace package, built on demand.
+fn workspace_bin(package: &str, bin_name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/it-<hash> -> target/<profile>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary under target/<profile>/deps");
-    let bin = profile_dir.join("popmesh-ctrld");
+    let bin = profile_dir.join(bin_name);
     if bin.exists() {
         return bin;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    eprintln!("building popmesh-ctrld ({})", bin.display());
+    eprintln!("building {package} ({})", bin.display());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-p", "popmesh-ctrld", "-j", "1"])
+    cmd.args(["build", "-p", package, "-j", "1"])
         .current_dir(harness::repo_root());
     if release {
         cmd.arg("--release");
     }
-    let st = cmd.status().expect("run cargo build -p popmesh-ctrld");
+    let st = cmd.status().expect("run cargo build");
     assert!(
         st.success() && bin.exists(),
-        "popmesh-ctrld is not built at {}: run `cargo build -p popmesh-ctrld` (same profile) first",
+        "{bin_name} is not built at {}: run `cargo build -p {package}` (same profile) first",
         bin.display()
     );
     bin
@@ -166,6 +171,47 @@ impl Ctrld {
             .connect()
             .await
             .expect("connect to popmesh-ctrld")
+    }
+
+    /// `popmesh session create ... --json` as the operator; returns the new config version.
+    fn cli_create(&self, name: &str, ingress: SocketAddr, subs: &[SocketAddr], dir: &Path) -> u64 {
+        let ids = dir.join("cli-operator");
+        std::fs::create_dir_all(&ids).expect("cli identity dir");
+        std::fs::write(ids.join("op.pem"), &self.operator.0).expect("write cert");
+        std::fs::write(ids.join("op-key.pem"), &self.operator.1).expect("write key");
+        std::fs::write(ids.join("ca.pem"), &self.ca).expect("write ca");
+        let mut cmd = Command::new(workspace_bin("popmesh-cli", "popmesh"));
+        cmd.arg("--json")
+            .args(["--ctrld", &format!("127.0.0.1:{}", self.grpc.port())])
+            .args(["--server-name", "localhost"])
+            .arg("--cert")
+            .arg(ids.join("op.pem"))
+            .arg("--key")
+            .arg(ids.join("op-key.pem"))
+            .arg("--ca")
+            .arg(ids.join("ca.pem"))
+            .args([
+                "session",
+                "create",
+                "--name",
+                name,
+                "--appliance",
+                APPLIANCE,
+            ])
+            .args(["--ingress", &ingress.to_string()]);
+        for s in subs {
+            cmd.args(["--subscriber", &s.to_string()]);
+        }
+        let out = cmd.output().expect("run popmesh session create");
+        assert!(
+            out.status.success(),
+            "popmesh session create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("popmesh --json prints JSON");
+        v["version"].as_u64().expect("version in the CLI's JSON")
     }
 
     async fn op(&self) -> Channel {
@@ -533,16 +579,10 @@ async fn sessions_from_the_daemon_forward_survive_its_death_and_resync() {
     // created after the restart forwards too.
     ctrld.spawn();
     until_metric(&dp, "popmesh_agent_connected", 1.0);
+    // This session is added the way an operator does it: with the `popmesh` CLI.
     let subs_b = subscribers(1);
-    let mut ops = ctrld.sessions().await;
-    let reply = ops
-        .create_session(CreateSessionRequest {
-            session: Some(session("room-2", port_b, &addrs(&subs_b))),
-        })
-        .await
-        .expect("CreateSession after restart")
-        .into_inner();
-    ctrld.until_acked(reply.version).await;
+    let version = ctrld.cli_create("room-2", port_b, &addrs(&subs_b), dir.path());
+    ctrld.until_acked(version).await;
     let mut pub_b = Publisher::new(port_b, 0xb);
     assert_eq!(pub_b.round(&subs_b, 200), vec![200], "room-2 forwards");
     assert_eq!(
