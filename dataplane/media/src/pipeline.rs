@@ -101,8 +101,8 @@ impl Pipeline {
     /// returns this burst's counts (reset on every call). Dropped packets stay in `burst.pkts`
     /// with no `Tx`; the backend reclaims them.
     // ns/pkt at burst 32, 1k / 1M flows (benches/pipeline.rs, 2-vCPU Xeon VM, THP via
-    // GLIBC_TUNABLES=glibc.malloc.hugetlb=1): datagram relay ~21 / ~64, fan-out 8 ~36 / ~127;
-    // ethernet relay ~65 / ~130, fan-out 8 ~370 / ~533 (full-frame pool copies).
+    // GLIBC_TUNABLES=glibc.malloc.hugetlb=1): datagram relay ~23 / ~65, fan-out 8 ~38 / ~108;
+    // ethernet relay ~51 / ~102, fan-out 8 ~386 / ~461 (full-frame pool copies).
     pub fn process<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -127,7 +127,7 @@ impl Pipeline {
     /// ([`FlowIndex::get_many`]: hash and load every index line, then probe), load every
     /// flow's hot lines, then act. Each pass's loads are independent across packets, so with a
     /// table far larger than the caches the misses of a whole burst overlap instead of queueing.
-    // ~21 ns/pkt at burst 32 (relay, 1k flows), ~64 (relay, 1M), ~127 (fan-out 8, 1M).
+    // ~23 ns/pkt at burst 32 (relay, 1k flows), ~65 (relay, 1M), ~108 (fan-out 8, 1M).
     fn datagram_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -236,7 +236,7 @@ impl Pipeline {
 
     /// L2 framing, in passes like [`Pipeline::datagram_chunk`]: parse every frame (punting and
     /// dropping as it goes), look the media ones up, load their flows' hot lines, then act.
-    // ~65 ns/pkt at burst 32 (relay, 1k flows), ~130 (relay, 1M), ~533 (fan-out 8, 1M): ~43 ns
+    // ~51 ns/pkt at burst 32 (relay, 1k flows), ~102 (relay, 1M), ~461 (fan-out 8, 1M): ~45 ns
     // per extra subscriber, including the bench pool's full-frame copy.
     fn frame_chunk<B: PacketBuf>(
         &mut self,
