@@ -77,3 +77,24 @@ fn other_services_get_other_canary_populations() {
     // Independent 10% populations overlap in about 1% of users, not 10%.
     assert!(both < 250, "{both} users are canaries of both services");
 }
+
+#[test]
+fn growing_canary_keeps_its_users() {
+    let s = service();
+    let (c1, c5) = (split(1), split(5));
+    for i in 0..20_000 {
+        let key = format!("user-{i}");
+        if place(&s, Some(&c1), &key, "") == "v2" {
+            assert_eq!(place(&s, Some(&c5), &key, ""), "v2", "{key}");
+        }
+    }
+}
+
+#[test]
+fn override_and_defaults() {
+    let s = service();
+    assert_eq!(place(&s, None, "u", ""), "v1");
+    assert_eq!(place(&s, Some(&split(0)), "u", "v2"), "v2");
+    assert_eq!(place(&s, Some(&split(0)), "u", "v9"), "v1");
+    assert_eq!(place(&s, Some(&split(100)), "u", ""), "v2");
+}
