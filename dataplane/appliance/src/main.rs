@@ -215,6 +215,10 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     table.publish();
     let flows = table.reader();
 
+    // The signaling lane, on its own CPUs, before the workers so a listener clash fails fast.
+    let signal_metrics = popmesh_signal::Metrics::default();
+    let lane = start_lane(&cfg, signal_metrics.clone())?;
+
     // With [control] the agent owns the writer: it installs the saved state now, before the
     // workers start, and the daemon's versions later (config sessions are refused with it).
     let agent_metrics = agent::AgentMetrics::default();
@@ -235,6 +239,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             })?;
             let mut agent = agent::Agent::new(Arc::clone(&cfg), table, agent_metrics.clone())
                 .context("[control] vanished")?;
+            if let Some(lane) = &lane {
+                agent = agent.with_lane(Arc::clone(lane.shared()));
+            }
             agent.restore();
             tracing::info!(
                 flows = agent.sessions(),
@@ -279,6 +286,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.control.is_some() {
         agent_metrics.register(&mut registry);
     }
+    if lane.is_some() {
+        signal_metrics.register(&mut registry);
+    }
     let state = admin::Admin {
         config: Arc::clone(&cfg),
         registry: Arc::new(registry),
@@ -301,6 +311,10 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     });
     if let Some(t) = agent.and_then(agent::AgentHandle::stop) {
         static_table = Some(t);
+    }
+    if let Some(lane) = lane {
+        tracing::info!("stopping the signaling lane");
+        lane.stop();
     }
     tracing::info!("stopping media workers");
     workers.stop();
@@ -326,6 +340,71 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     drop(static_table);
     served.context("admin server")?;
     Ok(())
+}
+
+/// Starts the signaling lane when `[[signaling.listeners]]` are configured: the appliance SVID
+/// (`control.cert`, `control.key`) and trust bundle (`control.ca`) until the daemon sends its
+/// own, and an empty mesh until the agent installs the saved or the daemon's.
+fn start_lane(
+    cfg: &Config,
+    metrics: popmesh_signal::Metrics,
+) -> anyhow::Result<Option<popmesh_signal::Lane>> {
+    use popmesh_config::{Direction, Protocol};
+    let sig = &cfg.signaling;
+    if sig.listeners.is_empty() {
+        return Ok(None);
+    }
+    let control = cfg
+        .control
+        .as_ref()
+        .context("signaling.listeners need [control] (checked by the config loader)")?;
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("control.{what}: cannot read {}", p.display()))
+    };
+    let identity =
+        popmesh_signal::Identity::from_pem(&read("cert", &control.cert)?, &read("key", &control.key)?)
+            .with_context(|| format!("control.cert {}", control.cert.display()))?;
+    let bundle = popmesh_signal::TrustBundle::from_pem(
+        identity.spiffe_id().trust_domain(),
+        &read("ca", &control.ca)?,
+    )
+    .with_context(|| format!("control.ca {}", control.ca.display()))?;
+    let tls = popmesh_signal::TlsState::new(identity, bundle)?;
+    let spec = popmesh_signal::LaneSpec {
+        cores: sig.cores.clone(),
+        listeners: sig
+            .listeners
+            .iter()
+            .map(|l| popmesh_signal::ListenerSpec {
+                name: l.name.clone(),
+                bind: l.bind,
+                direction: match l.direction {
+                    Direction::Inbound => popmesh_signal::Direction::Inbound,
+                    Direction::Outbound => popmesh_signal::Direction::Outbound,
+                },
+                protocol: match l.protocol {
+                    Protocol::Http => popmesh_signal::Protocol::Http,
+                    Protocol::Tcp => popmesh_signal::Protocol::Tcp,
+                },
+                service: l.service.clone(),
+                identity: l.identity.clone(),
+                idle_timeout: l.idle_timeout,
+                max_connections: l.max_connections,
+            })
+            .collect(),
+        drain_timeout: sig.drain_timeout,
+        access_log: sig.access_log,
+        identity_header: sig
+            .header_identity
+            .parse()
+            .context("signaling.header_identity (checked by the config loader)")?,
+        max_retry_body: sig.max_request_body_retry as usize,
+    };
+    let lane = popmesh_signal::Lane::start(spec, tls, popmesh_signal::MeshTable::default(), metrics)?;
+    for (l, addr) in sig.listeners.iter().zip(&lane.bound) {
+        tracing::info!(listener = %l.name, %addr, cores = ?sig.cores, "signaling listener bound");
+    }
+    Ok(Some(lane))
 }
 
 /// EAL, the packet pool, the ports and their exception TAPs, before any worker starts.

@@ -82,6 +82,8 @@ pub struct Applier {
     /// Services, routes, canaries, policies and trust bundle of the last snapshot (sessions
     /// empty), kept for the state file.
     mesh: ConfigSnapshot,
+    /// The signaling lane, when it runs: every snapshot's mesh goes to it.
+    lane: Option<Arc<popmesh_signal::lane::Shared>>,
 }
 
 impl Applier {
@@ -101,7 +103,15 @@ impl Applier {
                 .map(SocketAddr::is_ipv4)
                 .collect(),
             mesh: ConfigSnapshot::default(),
+            lane: None,
         }
+    }
+
+    /// Sends the mesh of every accepted snapshot to `lane` (checked with the rest of the
+    /// version: a mesh the lane cannot compile NACKs the whole version).
+    pub fn with_lane(mut self, lane: Arc<popmesh_signal::lane::Shared>) -> Self {
+        self.lane = Some(lane);
+        self
     }
 
     /// The version last applied (0: none).
@@ -178,6 +188,14 @@ impl Applier {
             }
         };
         let removes: HashSet<&str> = removes.into_iter().collect();
+
+        // 0. The mesh (snapshots only carry it), compiled for the signaling lane.
+        let mesh = match (&self.lane, &update.body) {
+            (Some(lane), Some(config_update::Body::Snapshot(s))) => {
+                Some(compile_mesh(lane, update.version, s)?)
+            }
+            _ => None,
+        };
 
         // 1. Convert and check every session before touching anything.
         let mut errors: Vec<ResourceError> = Vec::new();
@@ -325,6 +343,15 @@ impl Applier {
             self.by_key.insert(spec.key, s.name.clone());
             self.flows.insert(s.name.clone(), spec);
             self.sessions.insert(s.name.clone(), Arc::new(s.clone()));
+        }
+        if let (Some(lane), Some((table, bundle))) = (&self.lane, mesh) {
+            lane.set_table(table);
+            if let Some(bundle) = bundle {
+                match lane.tls.set_trust_bundle(bundle) {
+                    Ok(()) => lane.metrics.rotations.inc(),
+                    Err(e) => tracing::warn!(error = %e, "trust bundle not installed"),
+                }
+            }
         }
         if let Some(config_update::Body::Snapshot(snap)) = &update.body {
             self.mesh = ConfigSnapshot {
@@ -711,4 +738,61 @@ mod tests {
             }
         );
     }
+}
+
+/// Compiles a snapshot's services, routes, canaries and policies (and its trust bundle) for
+/// the signaling lane, taking over the endpoint state of the table in use.
+fn compile_mesh(
+    lane: &popmesh_signal::lane::Shared,
+    version: u64,
+    s: &ConfigSnapshot,
+) -> Result<
+    (
+        popmesh_signal::MeshTable,
+        Option<popmesh_signal::TrustBundle>,
+    ),
+    Rejection,
+> {
+    let current = lane.table.load();
+    let table = popmesh_signal::MeshTable::compile(
+        version,
+        &s.services,
+        &s.routes,
+        &s.canaries,
+        &s.policies,
+        Some(&current),
+    )
+    .map_err(|errors| Rejection {
+        reason: format!(
+            "{} mesh resource(s) cannot be applied by the signaling lane, first: {} {}: {}",
+            errors.len(),
+            errors[0].0,
+            errors[0].1,
+            errors[0].2
+        ),
+        errors: errors
+            .into_iter()
+            .take(MAX_NACK_ERRORS)
+            .map(|(kind, name, e)| ResourceError {
+                kind: kind.to_string(),
+                name,
+                reason: e.to_string(),
+            })
+            .collect(),
+    })?;
+    let bundle = match &s.trust_bundle {
+        Some(b) if !b.roots_pem.is_empty() => Some(
+            popmesh_signal::TrustBundle::from_pem(&b.trust_domain, b.roots_pem.as_bytes())
+                .map_err(|e| Rejection {
+                    reason: format!("trust bundle: {e}"),
+                    errors: vec![ResourceError {
+                        kind: "trust_bundle".to_string(),
+                        name: b.trust_domain.clone(),
+                        reason: e.to_string(),
+                    }],
+                })?,
+        ),
+        _ => None,
+    };
+    Ok((table, bundle))
 }

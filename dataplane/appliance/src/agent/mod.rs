@@ -206,6 +206,13 @@ impl Agent {
         })
     }
 
+    /// Sends the mesh of every accepted snapshot to the signaling lane. Call before
+    /// [`Agent::restore`] so the saved mesh reaches the lane too.
+    pub fn with_lane(mut self, lane: Arc<popmesh_signal::lane::Shared>) -> Self {
+        self.applier = self.applier.with_lane(lane);
+        self
+    }
+
     /// Starts writing the accepted config to `control.state_dir` if it changed and no write is
     /// running. The agent never waits for the disk (a 100k-session file takes a while to
     /// fsync): the file trails the applied version by at most one write plus [`SAVE_EVERY`],

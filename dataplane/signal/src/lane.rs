@@ -1,0 +1,250 @@
+//! The lane's threads: one single-threaded tokio runtime per reserved signaling CPU, pinned,
+//! each with its own socket per listener (`SO_REUSEPORT`, so the kernel spreads connections
+//! over the CPUs), its own upstream connection pools, and nothing shared on the request path
+//! but the mesh table, the TLS state and the services' atomics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use popmesh_ctrl_api::SpiffeId;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::proxy;
+use crate::table::MeshTable;
+use crate::tls::TlsState;
+
+/// Who connects to a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Callers from other hosts: mutual TLS, their SVID is their identity.
+    Inbound,
+    /// Local services on this host: cleartext, authorized as the listener's identity.
+    Outbound,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, HTTP/2 (ALPN or prior knowledge), gRPC, WebSocket upgrades.
+    Http,
+    /// Bytes, passed through to one service.
+    Tcp,
+}
+
+/// One listener of the lane.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Name (a metrics label).
+    pub name: String,
+    /// Address every signaling core binds (with `SO_REUSEPORT`).
+    pub bind: SocketAddr,
+    /// Inbound (mTLS) or outbound (cleartext, local).
+    pub direction: Direction,
+    /// HTTP or TCP pass-through.
+    pub protocol: Protocol,
+    /// The service of a TCP listener.
+    pub service: Option<String>,
+    /// Identity of local callers (outbound listeners).
+    pub identity: Option<SpiffeId>,
+    /// A connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections at most, over all cores; more are closed at accept.
+    pub max_connections: u32,
+}
+
+/// The lane's configuration.
+#[derive(Debug, Clone)]
+pub struct LaneSpec {
+    /// CPUs to pin one runtime each to; empty: one unpinned runtime.
+    pub cores: Vec<usize>,
+    /// Listeners.
+    pub listeners: Vec<ListenerSpec>,
+    /// On stop, how long open requests may take to finish.
+    pub drain_timeout: Duration,
+    /// One JSON line per request on target `popmesh::access`.
+    pub access_log: bool,
+    /// Header that carries the caller's SPIFFE ID to services (callers' own copies are removed).
+    pub identity_header: HeaderName,
+    /// Request bodies up to this size are buffered so idempotent requests can be retried.
+    pub max_retry_body: usize,
+}
+
+/// What every core shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub spec: LaneSpec,
+    /// SVID and trust bundle.
+    pub tls: Arc<TlsState>,
+    /// The mesh table in use.
+    pub table: ArcSwap<MeshTable>,
+    /// Series.
+    pub metrics: Metrics,
+    /// Open connections per listener (index as in `spec.listeners`).
+    pub open: Vec<AtomicU32>,
+}
+
+impl Shared {
+    /// Installs a new mesh table: new requests follow it, open connections stay.
+    pub fn set_table(&self, table: MeshTable) {
+        self.metrics.table_version.set(table.version as i64);
+        self.table.store(Arc::new(table));
+    }
+}
+
+/// A running lane.
+#[derive(Debug)]
+pub struct Lane {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    /// The address each listener is bound to (port 0 in the spec resolved).
+    pub bound: Vec<SocketAddr>,
+}
+
+impl Lane {
+    /// Binds every listener on every core and starts the runtimes.
+    ///
+    /// # Errors
+    /// A listener that cannot be bound (address in use, no permission) or a thread that cannot
+    /// be started; nothing keeps running then.
+    pub fn start(
+        spec: LaneSpec,
+        tls: Arc<TlsState>,
+        table: MeshTable,
+        metrics: Metrics,
+    ) -> anyhow::Result<Lane> {
+        let cores: Vec<Option<usize>> = if spec.cores.is_empty() {
+            vec![None]
+        } else {
+            spec.cores.iter().copied().map(Some).collect()
+        };
+        // Bind here, before any thread starts, so a bad address fails start-up. A listener with
+        // port 0 gets its port from the first core's socket; the others bind that port.
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            cores.iter().map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for l in &spec.listeners {
+            let mut addr = l.bind;
+            for per_core in &mut sockets {
+                let s = bind_reuseport(addr)
+                    .with_context(|| format!("signaling listener {}: binding {addr}", l.name))?;
+                addr = s.local_addr()?;
+                per_core.push(s);
+            }
+            bound.push(addr);
+        }
+        metrics.table_version.set(table.version as i64);
+        let shared = Arc::new(Shared {
+            open: spec.listeners.iter().map(|_| AtomicU32::new(0)).collect(),
+            spec,
+            tls,
+            table: ArcSwap::from_pointee(table),
+            metrics,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (i, (core, listeners)) in cores.into_iter().zip(sockets).enumerate() {
+            let shared = shared.clone();
+            let stop_rx = stop_rx.clone();
+            let name = match core {
+                Some(c) => format!("popmesh-signal-{c}"),
+                None => format!("popmesh-signal-{i}"),
+            };
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            tracing::warn!(cpu = c, "could not pin the signaling runtime");
+                        }
+                    }
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "signaling runtime did not start");
+                            return;
+                        }
+                    };
+                    rt.block_on(proxy::run_core(shared, listeners, stop_rx));
+                })
+                .context("starting a signaling thread")?;
+            threads.push(t);
+        }
+        Ok(Lane {
+            shared,
+            stop,
+            threads,
+            bound,
+        })
+    }
+
+    /// Installs a new mesh table: new requests follow it, open connections stay.
+    pub fn set_table(&self, table: MeshTable) {
+        self.shared.set_table(table);
+    }
+
+    /// The table in use.
+    pub fn table(&self) -> Arc<MeshTable> {
+        self.shared.table.load_full()
+    }
+
+    /// What the cores share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets open requests finish for up to the drain timeout, and joins the
+    /// threads.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Counts one open connection of listener `i`, refusing beyond its limit.
+pub(crate) fn admit(shared: &Shared, i: usize) -> bool {
+    let limit = shared.spec.listeners[i].max_connections;
+    shared.open[i]
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// Releases what [`admit`] counted.
+pub(crate) fn release(shared: &Shared, i: usize) {
+    shared.open[i].fetch_sub(1, Ordering::AcqRel);
+}

@@ -1,0 +1,217 @@
+//! Identity: the article's access rule, refused handshakes, identity passed on, rotation.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use popmesh_signal::tls::TlsState;
+use popmesh_signal::{Direction, Protocol};
+
+use crate::harness::*;
+
+struct Setup {
+    pki: Pki,
+    lane: popmesh_signal::Lane,
+    addr: std::net::SocketAddr,
+}
+
+/// user may call payment; danmaku may call only itself.
+async fn setup() -> Setup {
+    let pki = Pki::new(TD);
+    let payment_tls = pki.tls("payment", "payment");
+    let pay = http_upstream(payment_tls, "payment-v1", Arc::default()).await;
+    let mesh = Mesh {
+        services: vec![service("payment", &[("v1", &[pay])])],
+        routes: vec![route("payment", "/pay", "payment")],
+        policies: vec![allow(
+            "user-pays",
+            "spiffe://pop.test/ns/user/sa/*",
+            "payment",
+        )],
+        ..Mesh::default()
+    };
+    let lane = lane(
+        pki.tls("appliances", "pop-1"),
+        &mesh,
+        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
+    );
+    let addr = lane.bound[0];
+    Setup { pki, lane, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_may_pay_danmaku_is_refused_and_both_show_in_metrics() {
+    let s = setup().await;
+    let user = client(&s.pki.tls("user", "user"), false);
+    let (status, h, body) = get(&user, s.addr, "/pay/order/1", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "payment-v1");
+    assert_eq!(
+        h["x-seen-identity"], "spiffe://pop.test/ns/user/sa/user",
+        "the service learns who called"
+    );
+
+    let danmaku = client(&s.pki.tls("danmaku", "danmaku"), false);
+    let (status, h, body) = get(&danmaku, s.addr, "/pay/order/1", &[]).await.unwrap();
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("no policy allows spiffe://pop.test/ns/danmaku/sa/danmaku"),
+        "{body}"
+    );
+    assert!(h.contains_key("x-popmesh-reason"));
+
+    let m = metrics_text(&s.lane);
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "popmesh_signal_denied_total",
+                "source=\"spiffe://pop.test/ns/danmaku/sa/danmaku\"",
+                "destination=\"payment\""
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "popmesh_signal_requests_total",
+                "source=\"spiffe://pop.test/ns/user/sa/user\"",
+                "class=\"2xx\""
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_identity_header_is_replaced() {
+    let s = setup().await;
+    let user = client(&s.pki.tls("user", "user"), true);
+    let (status, h, _) = get(
+        &user,
+        s.addr,
+        "/pay",
+        &[("x-popmesh-peer-identity", "spiffe://pop.test/ns/admin/sa/root")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(h["x-seen-identity"], "spiffe://pop.test/ns/user/sa/user");
+    assert_eq!(h["x-seen-version"], "HTTP/2.0", "HTTP/2 end to end");
+}
+
+/// A raw TLS client so the handshake result itself is visible.
+async fn handshake(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    // TLS 1.3: the server's verdict on the client certificate arrives after the client's
+    // handshake completes; a request shows it.
+    tls.write_all(b"GET /pay HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf).await {
+        Ok(0) => Err("closed".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_without_a_valid_svid_never_complete_a_handshake() {
+    let s = setup().await;
+    let user = s.pki.tls("user", "user");
+
+    // No certificate at all.
+    let no_cert = {
+        let verifier_source = user.client_config(&[]);
+        let mut c = (*verifier_source).clone();
+        c.client_auth_cert_resolver = Arc::new(NoCert);
+        Arc::new(c)
+    };
+    let e = handshake(s.addr, no_cert).await.unwrap_err();
+    assert!(e.contains("CertificateRequired") || e.contains("certificate"), "{e}");
+
+    // Expired.
+    let past = SystemTime::now() - Duration::from_secs(7200);
+    let expired = s
+        .pki
+        .svid_at("user", "user", past, Duration::from_secs(600));
+    let expired = TlsState::new(expired, s.pki.bundle()).unwrap();
+    assert!(handshake(s.addr, expired.client_config(&[])).await.is_err());
+
+    // Another trust domain (its own CA), trusting ours so only the lane can refuse.
+    let other = Pki::new("evil.test");
+    let other_tls = TlsState::new(
+        other.svid("user", "user"),
+        popmesh_signal::TrustBundle::from_pem("evil.test", s.pki.roots_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert!(handshake(s.addr, other_tls.client_config(&[])).await.is_err());
+
+    // The good one completes.
+    handshake(s.addr, user.client_config(&[])).await.unwrap();
+
+    let m = metrics_text(&s.lane);
+    for reason in ["no_certificate", "expired", "unknown_issuer"] {
+        assert_eq!(
+            sample(
+                &m,
+                &[
+                    "popmesh_signal_handshake_failures_total",
+                    &format!("reason=\"{reason}\"")
+                ]
+            ),
+            Some(1.0),
+            "{reason}: {m}"
+        );
+    }
+}
+
+#[derive(Debug)]
+struct NoCert;
+
+impl rustls::client::ResolvesClientCert for NoCert {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_svid_is_served_to_new_handshakes_and_old_connections_stay() {
+    let s = setup().await;
+    let user = client(&s.pki.tls("user", "user"), false);
+    assert_eq!(get(&user, s.addr, "/pay", &[]).await.unwrap().0, 200);
+    let before = s.lane.shared().tls.identity().not_after_unix();
+    // A new SVID for the same identity, valid longer.
+    let new = s.pki.svid_at(
+        "appliances",
+        "pop-1",
+        SystemTime::now(),
+        Duration::from_secs(7200),
+    );
+    s.lane.shared().tls.set_identity(new).unwrap();
+    assert!(s.lane.shared().tls.identity().not_after_unix() > before);
+    // The pooled connection keeps working, and a fresh client handshakes with the new SVID.
+    assert_eq!(get(&user, s.addr, "/pay", &[]).await.unwrap().0, 200);
+    let fresh = client(&s.pki.tls("user", "user"), false);
+    assert_eq!(get(&fresh, s.addr, "/pay", &[]).await.unwrap().0, 200);
+}
