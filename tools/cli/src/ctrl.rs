@@ -164,9 +164,13 @@ fn likely_cause(detail: &str) -> &'static str {
         "the daemon's certificate was not accepted (trust bundle or server name); "
     } else if detail.contains("received fatal alert") || detail.contains("no certificates") {
         "the daemon refused this client's certificate; "
-    } else if detail.contains("connection closed") {
+    } else if detail.contains("connection closed")
+        || detail.contains("broken pipe")
+        || detail.contains("connection reset")
+    {
         // TLS 1.3: the server checks the client certificate after the client is done with the
-        // handshake, so a refusal shows up as a closed connection on the first call.
+        // handshake, so a refusal shows up as a closed connection on the first call, or, when
+        // the client is already writing that call, as a broken pipe or a reset.
         "the daemon closed the connection, most likely refusing this client's certificate; "
     } else {
         ""
