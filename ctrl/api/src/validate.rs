@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 
-use crate::pb::{Canary, Endpoint, IdentityKind, Policy, PolicyAction, Route, Service, Session};
+use crate::pb::{
+    Canary, Endpoint, HealthCheck, IdentityKind, OutlierDetection, Policy, PolicyAction, Route,
+    Service, Session,
+};
 use crate::spiffe::{self, SourcePattern};
 
 /// Most subscribers of one session; the same as `popmesh_media::flow::MAX_SUBSCRIBERS` (the
@@ -35,6 +38,24 @@ pub const MIN_SVID_TTL_S: u32 = 60;
 pub const MAX_SVID_TTL_S: u32 = 90 * 24 * 3600;
 /// SVID lifetime when the request says 0, s (24 hours).
 pub const DEFAULT_SVID_TTL_S: u32 = 24 * 3600;
+/// Health-check intervals (when checks are on), ms: from twice a second to hourly.
+pub const HEALTH_INTERVAL_MS: std::ops::RangeInclusive<u32> = 500..=3_600_000;
+/// Health-check timeout when `timeout_ms` is 0, ms.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u32 = 1000;
+/// Failed checks that mark an endpoint unhealthy when `unhealthy_threshold` is 0.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+/// Passed checks that mark an endpoint healthy again when `healthy_threshold` is 0.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 1;
+/// Largest health-check threshold.
+pub const MAX_HEALTH_THRESHOLD: u32 = 100;
+/// Longest health-check path, bytes.
+pub const MAX_HEALTH_PATH_LEN: usize = 1024;
+/// Outlier-detection review interval and base ejection time (when detection is on), ms: a
+/// tenth of a second keeps the lane from busy-looping, an hour keeps an ejection from being
+/// permanent by accident.
+pub const OUTLIER_MS: std::ops::RangeInclusive<u32> = 100..=3_600_000;
+/// Most consecutive errors before an ejection.
+pub const MAX_OUTLIER_ERRORS: u32 = 1000;
 
 /// Conditions a retry policy may name.
 pub const RETRY_ON: &[&str] = &[
@@ -404,8 +425,150 @@ fn timeout(field: &str, ms: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether a `host:port` endpoint is on this host: a loopback IP literal or `localhost`.
+fn is_loopback_endpoint(s: &str) -> bool {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    s.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+/// Checks active health-check settings (see the proto's `HealthCheck`).
+///
+/// # Errors
+/// The first rule broken, with its field under `field` (`service.health_check`).
+pub fn health_check(field: &str, h: &HealthCheck) -> Result<()> {
+    if h.interval_ms == 0 {
+        // Settings without an interval would be silently ignored: refuse them instead.
+        let stray = [
+            ("path", !h.path.is_empty()),
+            ("timeout_ms", h.timeout_ms != 0),
+            ("unhealthy_threshold", h.unhealthy_threshold != 0),
+            ("healthy_threshold", h.healthy_threshold != 0),
+        ];
+        if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+            return err(
+                format!("{field}.{name}"),
+                "is set but interval_ms is 0 (no active health checks); set interval_ms \
+                 (500..=3600000) or leave it out",
+            );
+        }
+        return Ok(());
+    }
+    if !HEALTH_INTERVAL_MS.contains(&h.interval_ms) {
+        return err(
+            format!("{field}.interval_ms"),
+            format!(
+                "{} ms, must be 0 (off) or {}..={}",
+                h.interval_ms,
+                HEALTH_INTERVAL_MS.start(),
+                HEALTH_INTERVAL_MS.end()
+            ),
+        );
+    }
+    if !h.path.is_empty() {
+        let ok = h.path.starts_with('/')
+            && h.path.len() <= MAX_HEALTH_PATH_LEN
+            && h.path.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return err(
+                format!("{field}.path"),
+                format!(
+                    "{:?} must start with \"/\" and be at most {MAX_HEALTH_PATH_LEN} bytes of \
+                     visible ASCII without spaces (empty: a connect check)",
+                    h.path
+                ),
+            );
+        }
+    }
+    let timeout = if h.timeout_ms == 0 {
+        DEFAULT_HEALTH_TIMEOUT_MS
+    } else {
+        h.timeout_ms
+    };
+    if timeout > h.interval_ms {
+        let which = if h.timeout_ms == 0 {
+            format!("0 (the default, {DEFAULT_HEALTH_TIMEOUT_MS} ms)")
+        } else {
+            format!("{timeout} ms")
+        };
+        return err(
+            format!("{field}.timeout_ms"),
+            format!(
+                "{which} is longer than interval_ms ({} ms); a check must end before the next",
+                h.interval_ms
+            ),
+        );
+    }
+    for (name, v) in [
+        ("unhealthy_threshold", h.unhealthy_threshold),
+        ("healthy_threshold", h.healthy_threshold),
+    ] {
+        if v > MAX_HEALTH_THRESHOLD {
+            return err(
+                format!("{field}.{name}"),
+                format!("{v}, at most {MAX_HEALTH_THRESHOLD}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks outlier detection: off (`consecutive_errors` 0, other fields at most sane), or
+/// 1..=1000 errors with an interval and base ejection of 100..=3600000 ms and 1..=100 percent.
+///
+/// # Errors
+/// The first rule broken, with its field under `field` (`service.outlier`).
+pub fn outlier_detection(field: &str, o: &OutlierDetection) -> Result<()> {
+    if o.max_ejection_percent > 100 {
+        return err(
+            format!("{field}.max_ejection_percent"),
+            format!("{}, at most 100", o.max_ejection_percent),
+        );
+    }
+    if o.consecutive_errors == 0 {
+        return Ok(());
+    }
+    if o.consecutive_errors > MAX_OUTLIER_ERRORS {
+        return err(
+            format!("{field}.consecutive_errors"),
+            format!("{}, at most {MAX_OUTLIER_ERRORS}", o.consecutive_errors),
+        );
+    }
+    for (name, v) in [
+        ("interval_ms", o.interval_ms),
+        ("base_ejection_ms", o.base_ejection_ms),
+    ] {
+        if v == 0 {
+            return err(
+                format!("{field}.{name}"),
+                "must be > 0 when consecutive_errors is set",
+            );
+        }
+        if !OUTLIER_MS.contains(&v) {
+            return err(
+                format!("{field}.{name}"),
+                format!(
+                    "{v} ms, must be {}..={} when consecutive_errors is set",
+                    OUTLIER_MS.start(),
+                    OUTLIER_MS.end()
+                ),
+            );
+        }
+    }
+    if o.max_ejection_percent == 0 {
+        return err(
+            format!("{field}.max_ejection_percent"),
+            "must be 1..=100 when consecutive_errors is set (0 would never eject)",
+        );
+    }
+    Ok(())
+}
+
 /// Checks a signaling service: name, unique versions each with endpoints, the default version,
-/// timeout, retry, circuit breaker and outlier settings.
+/// timeout, retry, circuit breaker, outlier and health-check settings, and that a `plaintext`
+/// service has only loopback endpoints.
 ///
 /// # Errors
 /// The first rule broken, with its field under `field`.
@@ -445,6 +608,15 @@ pub fn service(field: &str, s: &Service) -> Result<()> {
         }
         for (j, e) in g.endpoints.iter().enumerate() {
             host_port(&format!("{f}.endpoints[{j}]"), e)?;
+            if s.plaintext && !is_loopback_endpoint(e) {
+                return err(
+                    format!("{f}.endpoints[{j}]"),
+                    format!(
+                        "{e:?} is not on loopback; a plaintext service is reached in cleartext, \
+                         so its endpoints must be local (127.0.0.0/8, [::1] or localhost)"
+                    ),
+                );
+            }
         }
     }
     if s.default_version.is_empty() {
@@ -483,23 +655,10 @@ pub fn service(field: &str, s: &Service) -> Result<()> {
         }
     }
     if let Some(o) = &s.outlier {
-        if o.max_ejection_percent > 100 {
-            return err(
-                format!("{field}.outlier.max_ejection_percent"),
-                format!("{}, at most 100", o.max_ejection_percent),
-            );
-        }
-        if o.consecutive_errors > 0 && (o.interval_ms == 0 || o.base_ejection_ms == 0) {
-            let which = if o.interval_ms == 0 {
-                "interval_ms"
-            } else {
-                "base_ejection_ms"
-            };
-            return err(
-                format!("{field}.outlier.{which}"),
-                "must be > 0 when consecutive_errors is set",
-            );
-        }
+        outlier_detection(&format!("{field}.outlier"), o)?;
+    }
+    if let Some(h) = &s.health_check {
+        health_check(&format!("{field}.health_check"), h)?;
     }
     Ok(())
 }

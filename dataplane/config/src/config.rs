@@ -1,7 +1,8 @@
 //! Typed configuration values and their conversion from the raw file structs.
 //!
-//! Conversion stops at the first broken rule, checked in file order (admin, log, media, then
-//! sessions in order), so the operator fixes errors top to bottom.
+//! Conversion stops at the first broken rule, checked in file order (admin, log, media,
+//! signaling, housekeeping, then sessions in order, then control), so the operator fixes errors
+//! top to bottom. Rules that tie two sections together are checked once both are converted.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,14 +10,16 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use popmesh_ctrl_api::spiffe::Role;
+use popmesh_ctrl_api::SpiffeId;
 use serde::ser::Error as _;
 use serde::{Serialize, Serializer};
 
 use crate::duration::{self, parse_duration};
 use crate::error::{ConfigError, ToTomlError};
 use crate::raw::{
-    RawAdmin, RawConfig, RawControl, RawCoreLane, RawDpdk, RawIdle, RawLog, RawMedia, RawPort,
-    RawSession, RawSubscriber, RawUring,
+    RawAdmin, RawConfig, RawControl, RawDpdk, RawIdle, RawListener, RawLog, RawMedia, RawPort,
+    RawSession, RawSignaling, RawSubscriber, RawUring,
 };
 
 /// Documented default values; the raw structs render them in the file's syntax.
@@ -49,6 +52,13 @@ pub(crate) mod defaults {
     pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
     pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
     pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const ACCESS_LOG: bool = true;
+    pub const HEADER_IDENTITY: &str = "x-popmesh-peer-identity";
+    pub const MAX_REQUEST_BODY_RETRY: i64 = 65_536;
+    pub const LISTENER_PROTOCOL: &str = "http";
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const MAX_CONNECTIONS: i64 = 100_000;
 }
 
 // Limits of the schema, named once so the checks and their messages cannot disagree.
@@ -89,6 +99,33 @@ const STATS_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(3600);
 /// Appliance names are the last segment of a SPIFFE ID.
 const APPLIANCE_NAME_MAX_LEN: usize = 63;
+/// Longest graceful drain on SIGTERM; beyond it an orchestrator's own kill timeout wins anyway.
+const DRAIN_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+/// Request bodies buffered for retries: memory per in-flight request, so bounded at 16 MiB.
+const MAX_REQUEST_BODY_RETRY_RANGE: RangeInclusive<i64> = 0..=16 * 1024 * 1024;
+const HEADER_NAME_MAX_LEN: usize = 128;
+/// Headers the proxy itself writes or that describe the connection, never a place for the
+/// caller's identity.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+];
+const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
+const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=1_000_000;
 
 /// The whole appliance configuration.
 ///
@@ -108,8 +145,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[media]`: the media workers and their ports.
     pub media: MediaConfig,
-    /// `[signaling]`: CPUs reserved for the signaling lane.
-    pub signaling: CoreLaneConfig,
+    /// `[signaling]`: CPUs reserved for the signaling lane, its proxy settings and listeners.
+    pub signaling: SignalingConfig,
     /// `[housekeeping]`: CPUs reserved for the OS, IRQs and the appliance's own control threads.
     pub housekeeping: CoreLaneConfig,
     /// `[[sessions]]`: static media sessions, in file order. May be empty; always empty with
@@ -150,7 +187,117 @@ pub struct ControlConfig {
     pub stats_interval: Duration,
 }
 
-/// `[signaling]` or `[housekeeping]`: CPUs reserved for one lane, apart from `media.cores`.
+/// `[signaling]`: the signaling lane (`popmesh-signal`, an mTLS L7 proxy): its CPUs, how it
+/// drains, logs and retries, and the sockets it listens on.
+///
+/// The lane takes its SVID from `control.cert`/`control.key` and its routes, policies and trust
+/// bundle from the control daemon, so `listeners` is empty unless [`Config::control`] is set.
+/// [`SignalingConfig::default`] is the section left out: no CPUs, no listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignalingConfig {
+    /// CPU ids reserved for the lane, with the rules of [`CoreLaneConfig::cores`]: unique, each
+    /// below 1024, at most 128, never one of `media.cores` nor of `housekeeping.cores`.
+    pub cores: Vec<usize>,
+    /// On SIGTERM the lane stops accepting and lets requests in flight finish for up to this
+    /// long, 0..=10m (0: close at once).
+    #[serde(serialize_with = "duration::serialize")]
+    pub drain_timeout: Duration,
+    /// Write one JSON line per proxied request with the `tracing` target `popmesh::access`.
+    pub access_log: bool,
+    /// Header that carries the caller's SPIFFE ID (`spiffe://td/ns/x/sa/y`) to services:
+    /// lower-case HTTP token characters, 1..=128 bytes, not a header the proxy manages
+    /// (`host`, `connection`, `content-length`, ...). The lane removes it from what callers
+    /// send and sets it itself.
+    pub header_identity: String,
+    /// Request bodies up to this many bytes are buffered so that idempotent requests can be
+    /// retried; larger bodies stream and are not retried once sent. 0..=16 MiB (0: no retries
+    /// of requests with a body).
+    pub max_request_body_retry: u32,
+    /// `[[signaling.listeners]]`, in file order; names unique, binds not overlapping.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        SignalingConfig {
+            cores: Vec::new(),
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            access_log: defaults::ACCESS_LOG,
+            header_identity: defaults::HEADER_IDENTITY.to_string(),
+            max_request_body_retry: defaults::MAX_REQUEST_BODY_RETRY as u32,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// One `[[signaling.listeners]]` entry: a TCP socket of the signaling lane.
+///
+/// Invariants of a parsed entry: `service` is `Some` exactly when `protocol` is
+/// [`Protocol::Tcp`]; `identity` is `Some` exactly when `direction` is [`Direction::Outbound`],
+/// and outbound listeners bind a loopback address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerConfig {
+    /// Unique among listeners, `[a-z0-9_-]{1,32}`; names the listener in logs and metrics.
+    pub name: String,
+    /// TCP address, port not 0. Never overlaps another listener or `admin.listen` (the same IP,
+    /// or either one the unspecified address of the same family, on the same port).
+    pub bind: SocketAddr,
+    /// Who connects and how they authenticate.
+    pub direction: Direction,
+    /// What the listener speaks.
+    pub protocol: Protocol,
+    /// The control-API service (`[a-z0-9-]{1,63}`) a `tcp` listener passes connections to;
+    /// `None` for `http`, which routes each request by the daemon's routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Outbound only: the identity local callers are authorized as (and that
+    /// `header_identity` carries), a service identity (not in the `operators` or `appliances`
+    /// namespace). `None` on inbound listeners, whose callers present their own SVID.
+    #[serde(
+        serialize_with = "serialize_identity",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub identity: Option<SpiffeId>,
+    /// A connection idle this long is closed, 1s..=7d. A WebSocket counts as active while
+    /// either side sends.
+    #[serde(serialize_with = "duration::serialize")]
+    pub idle_timeout: Duration,
+    /// Most open connections on this listener, 1..=1_000_000; more wait in the accept backlog.
+    pub max_connections: u32,
+}
+
+/// `signaling.listeners[].direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// `"inbound"`: callers from the network; they must present an SVID the trust bundle
+    /// verifies (mutual TLS), and policies authorize them by its SPIFFE ID.
+    Inbound,
+    /// `"outbound"`: cleartext from local callers on this host (loopback only), authorized as
+    /// the listener's `identity`; the lane adds mutual TLS towards the services.
+    Outbound,
+}
+
+/// `signaling.listeners[].protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `"http"`: HTTP/1.1 and HTTP/2 (by ALPN, or h2c with prior knowledge), including gRPC and
+    /// WebSocket upgrades; each request is routed by the control daemon's routes.
+    Http,
+    /// `"tcp"`: opaque byte streams passed through to the listener's `service`.
+    Tcp,
+}
+
+fn serialize_identity<S: Serializer>(id: &Option<SpiffeId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+/// `[housekeeping]`: CPUs reserved for the OS, IRQs and the admin server, apart from
+/// `media.cores` and `signaling.cores`.
 ///
 /// The dataplane starts no thread on them; they tell the layout checks (`popmesh hw check`,
 /// and the same checks at start-up) and the planner which CPUs must stay free of polling
@@ -533,6 +680,11 @@ impl Config {
             .find(|(_, p)| p.name == name)
             .and_then(|(first, p)| Some((u16::try_from(first).ok()?, p)))
     }
+
+    /// The signaling listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.signaling.listeners.iter().find(|l| l.name == name)
+    }
 }
 
 /// Each port with its first PortId (as `u32`, so hand-built configs cannot overflow it).
@@ -651,9 +803,15 @@ impl TryFrom<RawConfig> for Config {
         let admin = AdminConfig::try_from(raw.admin)?;
         let log = LogConfig::try_from(raw.log)?;
         let media = MediaConfig::try_from(raw.media)?;
-        let signaling = convert_lane("signaling", &raw.signaling, &media, None)?;
-        let housekeeping =
-            convert_lane("housekeeping", &raw.housekeeping, &media, Some(&signaling))?;
+        let signaling = convert_signaling(raw.signaling, &media, admin.listen)?;
+        let housekeeping = CoreLaneConfig {
+            cores: convert_lane(
+                "housekeeping",
+                &raw.housekeeping.cores,
+                &media,
+                Some(&signaling.cores),
+            )?,
+        };
         let mut sessions: Vec<SessionConfig> = Vec::with_capacity(raw.sessions.len());
         for (index, raw_session) in raw.sessions.into_iter().enumerate() {
             let session = convert_session(index, raw_session, &media, &sessions)?;
@@ -666,6 +824,15 @@ impl TryFrom<RawConfig> for Config {
                 format!("{} entries", sessions.len()),
                 "must be empty when [control] is set: the control daemon owns the flow table; \
                  create these sessions there (popmesh session create) or remove [control]",
+            ));
+        }
+        if control.is_none() && !signaling.listeners.is_empty() {
+            return Err(ConfigError::invalid(
+                "signaling.listeners",
+                format!("{} entries", signaling.listeners.len()),
+                "need [control]: the signaling lane takes its SVID from control.cert and \
+                 control.key and its routes, policies and trust bundle from the control daemon; \
+                 add [control] or remove the listeners",
             ));
         }
         Ok(Config {
@@ -958,19 +1125,19 @@ fn convert_cores(raw: &[i64]) -> Result<Vec<usize>, ConfigError> {
 /// lane sharing it would only run when the worker yields.
 fn convert_lane(
     lane: &str,
-    raw: &RawCoreLane,
+    raw: &[i64],
     media: &MediaConfig,
-    signaling: Option<&CoreLaneConfig>,
-) -> Result<CoreLaneConfig, ConfigError> {
-    if raw.cores.len() > MAX_CORES {
+    signaling: Option<&[usize]>,
+) -> Result<Vec<usize>, ConfigError> {
+    if raw.len() > MAX_CORES {
         return Err(ConfigError::invalid(
             format!("{lane}.cores"),
-            format!("{} entries", raw.cores.len()),
+            format!("{} entries", raw.len()),
             format!("must list at most {MAX_CORES} CPU ids"),
         ));
     }
-    let mut cores: Vec<usize> = Vec::with_capacity(raw.cores.len());
-    for (index, &value) in raw.cores.iter().enumerate() {
+    let mut cores: Vec<usize> = Vec::with_capacity(raw.len());
+    for (index, &value) in raw.iter().enumerate() {
         let path = format!("{lane}.cores[{index}]");
         let core = usize::try_from(value)
             .ok()
@@ -999,7 +1166,7 @@ fn convert_lane(
                 ),
             ));
         }
-        if let Some(other) = signaling.and_then(|s| s.cores.iter().position(|&c| c == core)) {
+        if let Some(other) = signaling.and_then(|s| s.iter().position(|&c| c == core)) {
             return Err(ConfigError::invalid(
                 path,
                 value.to_string(),
@@ -1011,7 +1178,270 @@ fn convert_lane(
         }
         cores.push(core);
     }
-    Ok(CoreLaneConfig { cores })
+    Ok(cores)
+}
+
+/// `[signaling]`: the lane's CPUs (as [`convert_lane`]), settings and listeners. Whether
+/// listeners have the `[control]` they need is checked once `[control]` is converted.
+fn convert_signaling(
+    raw: RawSignaling,
+    media: &MediaConfig,
+    admin: SocketAddr,
+) -> Result<SignalingConfig, ConfigError> {
+    let cores = convert_lane("signaling", &raw.cores, media, None)?;
+    let path = "signaling.drain_timeout";
+    let drain_timeout = parse_duration(&raw.drain_timeout)
+        .map_err(|rule| ConfigError::invalid(path, quoted(&raw.drain_timeout), rule))?;
+    if drain_timeout > DRAIN_TIMEOUT_LIMIT {
+        return Err(ConfigError::invalid(
+            path,
+            quoted(&raw.drain_timeout),
+            "must be in 0s..=10m",
+        ));
+    }
+    check_header_identity(&raw.header_identity)?;
+    let max_request_body_retry = int_in(
+        "signaling.max_request_body_retry",
+        raw.max_request_body_retry,
+        MAX_REQUEST_BODY_RETRY_RANGE,
+    )?;
+    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.listeners.len());
+    for (index, raw_listener) in raw.listeners.into_iter().enumerate() {
+        let listener = convert_listener(index, raw_listener, &listeners, admin)?;
+        listeners.push(listener);
+    }
+    Ok(SignalingConfig {
+        cores,
+        drain_timeout,
+        access_log: raw.access_log,
+        header_identity: raw.header_identity,
+        max_request_body_retry,
+        listeners,
+    })
+}
+
+/// An HTTP field name (RFC 9110 token) in lower case, as HTTP/2 requires on the wire.
+fn check_header_identity(name: &str) -> Result<(), ConfigError> {
+    let path = "signaling.header_identity";
+    let token_ok = (1..=HEADER_NAME_MAX_LEN).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        });
+    if !token_ok {
+        return Err(ConfigError::invalid(
+            path,
+            quoted(name),
+            format!(
+                "must be a lower-case header name, 1..={HEADER_NAME_MAX_LEN} characters of \
+                 [a-z0-9] and !#$%&'*+-.^_`|~"
+            ),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name) {
+        return Err(ConfigError::invalid(
+            path,
+            quoted(name),
+            "is a header the proxy or HTTP itself manages; pick a header of its own such as \
+             \"x-popmesh-peer-identity\"",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two TCP binds conflict: same port, same family, and the same IP or either one
+/// unspecified (the media ports' rule with a count of one).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn convert_listener(
+    index: usize,
+    raw: RawListener,
+    earlier: &[ListenerConfig],
+    admin: SocketAddr,
+) -> Result<ListenerConfig, ConfigError> {
+    let base = format!("signaling.listeners[{index}]");
+    if !is_valid_port_name(&raw.name) {
+        return Err(ConfigError::invalid(
+            format!("{base}.name"),
+            quoted(&raw.name),
+            "is not a valid listener name ([a-z0-9_-]{1,32})",
+        ));
+    }
+    if let Some(other) = earlier.iter().position(|l| l.name == raw.name) {
+        return Err(ConfigError::invalid(
+            format!("{base}.name"),
+            quoted(&raw.name),
+            format!("is already the name of signaling.listeners[{other}]"),
+        ));
+    }
+
+    let bind_path = format!("{base}.bind");
+    let bind = parse_addr(&bind_path, &raw.bind)?;
+    if bind.port() == 0 {
+        return Err(ConfigError::invalid(
+            bind_path,
+            quoted(&raw.bind),
+            "has port 0; a listener needs a fixed port that callers can connect to",
+        ));
+    }
+    if let Some((other, existing)) = earlier
+        .iter()
+        .enumerate()
+        .find(|(_, l)| binds_overlap(l.bind, bind))
+    {
+        return Err(ConfigError::invalid(
+            bind_path,
+            quoted(&raw.bind),
+            format!(
+                "overlaps signaling.listeners[{other}] {:?} ({}); every address may be opened \
+                 once",
+                existing.name, existing.bind
+            ),
+        ));
+    }
+    if admin.port() != 0 && binds_overlap(admin, bind) {
+        return Err(ConfigError::invalid(
+            bind_path,
+            quoted(&raw.bind),
+            format!("overlaps admin.listen ({admin}); the admin server needs its own socket"),
+        ));
+    }
+
+    let direction = match raw.direction.as_str() {
+        "inbound" => Direction::Inbound,
+        "outbound" => Direction::Outbound,
+        _ => {
+            return Err(ConfigError::invalid(
+                format!("{base}.direction"),
+                quoted(&raw.direction),
+                "must be \"inbound\" (callers present an SVID, mutual TLS) or \"outbound\" \
+                 (cleartext from local callers on this host)",
+            ))
+        }
+    };
+    if direction == Direction::Outbound && !bind.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            bind_path,
+            quoted(&raw.bind),
+            "must be a loopback address (127.0.0.0/8 or [::1]) with direction = \"outbound\": \
+             the listener takes cleartext and vouches for every caller as its identity, so only \
+             callers on this host may reach it",
+        ));
+    }
+
+    let protocol =
+        match raw.protocol.as_str() {
+            "http" => Protocol::Http,
+            "tcp" => Protocol::Tcp,
+            _ => return Err(ConfigError::invalid(
+                format!("{base}.protocol"),
+                quoted(&raw.protocol),
+                "must be \"http\" (HTTP/1.1, HTTP/2, gRPC, WebSocket) or \"tcp\" (pass-through \
+                 to `service`)",
+            )),
+        };
+    let service_path = format!("{base}.service");
+    let service = match (protocol, raw.service.is_empty()) {
+        (Protocol::Http, true) => None,
+        (Protocol::Http, false) => {
+            return Err(ConfigError::invalid(
+                service_path,
+                quoted(&raw.service),
+                "is only used with protocol = \"tcp\"; http listeners route each request by \
+                 the control daemon's routes",
+            ))
+        }
+        (Protocol::Tcp, true) => {
+            return Err(ConfigError::invalid(
+                service_path,
+                "(missing)",
+                "is required with protocol = \"tcp\": the control-API service the connections \
+                 pass through to",
+            ))
+        }
+        (Protocol::Tcp, false) => {
+            if popmesh_ctrl_api::validate::resource_name("", &raw.service).is_err() {
+                return Err(ConfigError::invalid(
+                    service_path,
+                    quoted(&raw.service),
+                    "is not a service name (1..=63 characters of [a-z0-9-], not starting or \
+                     ending with '-')",
+                ));
+            }
+            Some(raw.service)
+        }
+    };
+
+    let identity_path = format!("{base}.identity");
+    let identity =
+        match (direction, raw.identity.is_empty()) {
+            (Direction::Inbound, true) => None,
+            (Direction::Inbound, false) => return Err(ConfigError::invalid(
+                identity_path,
+                quoted(&raw.identity),
+                "is only used with direction = \"outbound\"; inbound callers are identified by \
+                 the SVID they present",
+            )),
+            (Direction::Outbound, true) => {
+                return Err(ConfigError::invalid(
+                    identity_path,
+                    "(missing)",
+                    "is required with direction = \"outbound\": the SPIFFE ID \
+                 (spiffe://<td>/ns/<ns>/sa/<name>) local callers are authorized as",
+                ))
+            }
+            (Direction::Outbound, false) => {
+                let id = SpiffeId::parse(&raw.identity).map_err(|e| {
+                    ConfigError::invalid(
+                        &identity_path,
+                        quoted(&raw.identity),
+                        format!("is not a SPIFFE ID spiffe://<td>/ns/<ns>/sa/<name>: {e}"),
+                    )
+                })?;
+                if id.role() != Role::Service {
+                    return Err(ConfigError::invalid(
+                        identity_path,
+                        quoted(&raw.identity),
+                        format!(
+                            "is in the reserved namespace {:?}; local callers are authorized as a \
+                         service identity, never as an operator or appliance",
+                            id.namespace()
+                        ),
+                    ));
+                }
+                Some(id)
+            }
+        };
+
+    let idle_path = format!("{base}.idle_timeout");
+    let idle_timeout = parse_duration(&raw.idle_timeout)
+        .map_err(|rule| ConfigError::invalid(&idle_path, quoted(&raw.idle_timeout), rule))?;
+    if !IDLE_TIMEOUT_RANGE.contains(&idle_timeout) {
+        return Err(ConfigError::invalid(
+            idle_path,
+            quoted(&raw.idle_timeout),
+            "must be in 1s..=7d",
+        ));
+    }
+    let max_connections = int_in(
+        &format!("{base}.max_connections"),
+        raw.max_connections,
+        MAX_CONNECTIONS_RANGE,
+    )?;
+
+    Ok(ListenerConfig {
+        name: raw.name,
+        bind,
+        direction,
+        protocol,
+        service,
+        identity,
+        idle_timeout,
+        max_connections,
+    })
 }
 
 fn parse_port_range(s: &str) -> Option<RangeInclusive<u16>> {
@@ -1610,7 +2040,7 @@ struct FileView<'a> {
     admin: &'a AdminConfig,
     log: &'a LogConfig,
     media: &'a MediaConfig,
-    signaling: &'a CoreLaneConfig,
+    signaling: &'a SignalingConfig,
     housekeeping: &'a CoreLaneConfig,
     sessions: Vec<SessionView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]

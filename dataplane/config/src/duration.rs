@@ -1,4 +1,4 @@
-//! Durations written with a unit: `"200us"`, `"5ms"`, `"1s"`, `"0.5s"`.
+//! Durations written with a unit: `"200us"`, `"5ms"`, `"1s"`, `"0.5s"`, `"10m"`, `"1h"`, `"7d"`.
 //!
 //! A bare number is rejected on purpose: `max_wait = 200` could mean nanoseconds to one reader and
 //! milliseconds to another, and the two differ by six orders of magnitude.
@@ -8,17 +8,22 @@ use std::time::Duration;
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Units accepted after the number, with their length in nanoseconds. `µs` is accepted for
-/// people who type it; [`format_duration`] always writes `us`.
-const UNITS: [(&str, u128); 5] = [
+/// people who type it; [`format_duration`] always writes `us`. The unit is the whole suffix, so
+/// `m` (minutes) never swallows `ms`.
+const UNITS: [(&str, u128); 8] = [
     ("ns", 1),
     ("us", 1_000),
     ("µs", 1_000),
     ("ms", 1_000_000),
     ("s", NANOS_PER_SEC),
+    ("m", 60 * NANOS_PER_SEC),
+    ("h", 3600 * NANOS_PER_SEC),
+    ("d", 86_400 * NANOS_PER_SEC),
 ];
 
 /// Parses a non-negative duration written as a decimal number followed by a unit: `ns`, `us`,
-/// `ms` or `s`, e.g. `"200us"`, `"5ms"`, `"1s"`, `"0.5s"`. Surrounding whitespace is ignored;
+/// `ms`, `s`, `m` (minutes), `h` or `d` (days of 24 hours), e.g. `"200us"`, `"5ms"`, `"1s"`,
+/// `"0.5s"`, `"1h"`. Surrounding whitespace is ignored;
 /// none is allowed between the number and the unit.
 ///
 /// # Errors
@@ -29,7 +34,7 @@ const UNITS: [(&str, u128); 5] = [
 // `%` instead of `is_multiple_of`, which needs Rust 1.87; the workspace declares 1.85.
 #[allow(clippy::manual_is_multiple_of)]
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const EXPECTED: &str = "expected a number with a unit (ns, us, ms, s), e.g. \"200us\"";
+    const EXPECTED: &str = "expected a number with a unit (ns, us, ms, s, m, h, d), e.g. \"200us\"";
     let s = s.trim();
     if s.is_empty() {
         return Err(format!("is empty; {EXPECTED}"));
@@ -46,7 +51,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let Some(&(_, unit_nanos)) = UNITS.iter().find(|(name, _)| *name == unit) else {
         return Err(format!(
-            "has unknown unit {unit:?}; expected one of ns, us, ms, s"
+            "has unknown unit {unit:?}; expected one of ns, us, ms, s, m, h, d"
         ));
     };
 
@@ -94,12 +99,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::new(secs, nanos))
 }
 
-/// Writes a duration in the largest of `s`, `ms`, `us`, `ns` that represents it exactly, so that
-/// [`parse_duration`] reads back the same value: 200 µs is `"200us"`, 1.5 s is `"1500ms"`.
+/// Writes a duration in the largest of `d`, `h`, `m`, `s`, `ms`, `us`, `ns` that represents it
+/// exactly, so that [`parse_duration`] reads back the same value: 200 µs is `"200us"`, 1.5 s is
+/// `"1500ms"`, 90 s is `"90s"`, 3600 s is `"1h"`.
 #[allow(clippy::manual_is_multiple_of)] // see parse_duration
 pub fn format_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
-    let (value, unit) = if nanos % NANOS_PER_SEC == 0 {
+    let (value, unit) = if nanos == 0 {
+        (0, "s")
+    } else if nanos % (86_400 * NANOS_PER_SEC) == 0 {
+        (nanos / (86_400 * NANOS_PER_SEC), "d")
+    } else if nanos % (3600 * NANOS_PER_SEC) == 0 {
+        (nanos / (3600 * NANOS_PER_SEC), "h")
+    } else if nanos % (60 * NANOS_PER_SEC) == 0 {
+        (nanos / (60 * NANOS_PER_SEC), "m")
+    } else if nanos % NANOS_PER_SEC == 0 {
         (nanos / NANOS_PER_SEC, "s")
     } else if nanos % 1_000_000 == 0 {
         (nanos / 1_000_000, "ms")
@@ -143,6 +157,10 @@ mod tests {
         assert_eq!(ok("1s"), Duration::from_secs(1));
         assert_eq!(ok("0s"), Duration::ZERO);
         assert_eq!(ok("  7ms "), Duration::from_millis(7));
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("7d"), Duration::from_secs(7 * 86_400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
     }
 
     #[test]
@@ -162,12 +180,13 @@ mod tests {
         assert!(err("-5ms").starts_with("has no number"));
         assert_eq!(
             err("5 ms"),
-            "has unknown unit \" ms\"; expected one of ns, us, ms, s"
+            "has unknown unit \" ms\"; expected one of ns, us, ms, s, m, h, d"
         );
         assert_eq!(
-            err("5h"),
-            "has unknown unit \"h\"; expected one of ns, us, ms, s"
+            err("5w"),
+            "has unknown unit \"w\"; expected one of ns, us, ms, s, m, h, d"
         );
+        assert!(err("5mh").starts_with("has unknown unit \"mh\""));
         assert!(err("1.2.3s").starts_with("is not a decimal number"));
         assert!(err(".5s").starts_with("is not a decimal number"));
         assert!(err("5.s").starts_with("is not a decimal number"));
@@ -200,6 +219,10 @@ mod tests {
             "1000001ns"
         );
         assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
     }
 
     proptest::proptest! {
@@ -215,7 +238,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_numberish_text(s in "[0-9.]{0,30}(ns|us|ms|s|µs|x)?") {
+        fn never_panics_on_numberish_text(s in "[0-9.]{0,30}(ns|us|ms|s|µs|m|h|d|x)?") {
             let _ = parse_duration(&s);
         }
     }

@@ -8,8 +8,9 @@
 //!
 //! # The file
 //!
-//! Every key has the default shown here except `media.ports` (at least one entry is required)
-//! and the keys of `[[sessions]]` not marked optional. The smallest valid file is therefore:
+//! Every key has the default shown here except `media.ports` (at least one entry is required),
+//! the keys of `[[sessions]]` not marked optional, and `name`, `bind` and `direction` of
+//! `[[signaling.listeners]]`. The smallest valid file is therefore:
 //!
 //! ```toml
 //! [[media.ports]]
@@ -41,7 +42,7 @@
 //! [media.idle]
 //! spin_polls = 256                 # empty polls before a worker backs off, 0..=1_000_000
 //! max_wait = "200us"               # longest an idle worker waits for traffic; a number with a
-//!                                  # unit (ns, us, ms, s; "0.5ms" works); 0 < d <= 1s
+//!                                  # unit (ns, us, ms, s, m, h, d; "0.5ms" works); 0 < d <= 1s
 //! coalesce = "0us"                 # after a wake-up, wait up to this long for a fuller burst
 //!                                  # (fewer wake-ups, bigger GSO batches); 0..=1ms, adds latency
 //!
@@ -84,11 +85,45 @@
 //! # mtu = 1500                     # largest IP packet sent, 68..=9216
 //! # prefix_len = 24                # of the address on the exception TAP (64 for IPv6)
 //!
-//! [signaling]                      # CPUs reserved for the signaling lane (control daemon,
-//! cores = []                       # mesh proxy); the dataplane runs nothing there. Unique ids
-//!                                  # < 1024, at most 128, never one of media.cores. Used by the
-//!                                  # layout checks (`popmesh hw check`, and at start-up) and
-//!                                  # the planner (`popmesh hw plan`)
+//! [signaling]                      # the signaling lane (popmesh-signal, an mTLS L7 proxy)
+//! cores = []                       # CPUs reserved for it (and the control daemon); the media
+//!                                  # workers run nothing there. Unique ids < 1024, at most 128,
+//!                                  # never one of media.cores. Used by the layout checks
+//!                                  # (`popmesh hw check`, and at start-up) and the planner
+//!                                  # (`popmesh hw plan`)
+//! drain_timeout = "5s"             # on SIGTERM: stop accepting, let requests finish up to
+//!                                  # this long; 0s..=10m
+//! access_log = true                # one JSON line per proxied request (tracing target
+//!                                  # "popmesh::access")
+//! header_identity = "x-popmesh-peer-identity"  # header carrying the caller's SPIFFE ID to
+//!                                  # services; lower-case token characters, 1..=128, not one
+//!                                  # the proxy manages (host, connection, content-length, ...)
+//! max_request_body_retry = 65536   # bodies up to this many bytes are buffered so idempotent
+//!                                  # requests can be retried; 0..=16777216 (16 MiB)
+//!
+//! [[signaling.listeners]]          # sockets of the lane; there may be none. Any listener
+//!                                  # needs [control] (see below)
+//! name = "inbound"                 # unique, [a-z0-9_-]{1,32}
+//! bind = "0.0.0.0:8443"            # TCP socket address, port != 0
+//! direction = "inbound"            # "inbound": callers must present an SVID (mutual TLS)
+//!                                  # | "outbound": cleartext from local callers on this host
+//!                                  # (bind must then be a loopback address)
+//! protocol = "http"                # "http" (HTTP/1.1, HTTP/2 via ALPN or h2c prior knowledge,
+//!                                  # gRPC, WebSocket) | "tcp" (pass-through to `service`)
+//! service = ""                     # required for protocol = "tcp": a control-API service name
+//!                                  # ([a-z0-9-]{1,63}); refused for "http"
+//! identity = ""                    # outbound only, and required there: the SPIFFE ID
+//!                                  # (spiffe://<td>/ns/<ns>/sa/<name>, not ns/operators or
+//!                                  # ns/appliances) local callers are authorized as
+//! idle_timeout = "1h"              # close a connection idle this long; 1s..=7d. WebSockets
+//!                                  # count as active while either side sends
+//! max_connections = 100000         # per listener, 1..=1000000
+//!
+//! [[signaling.listeners]]
+//! name = "local"
+//! bind = "127.0.0.1:15001"
+//! direction = "outbound"
+//! identity = "spiffe://pop1.example.net/ns/danmaku/sa/web"
 //!
 //! [housekeeping]                   # CPUs left to the OS, NIC interrupts, the admin server and
 //! cores = []                       # EAL's main thread; same rules, and none of signaling.cores.
@@ -124,7 +159,9 @@
 //! ```
 //!
 //! With `[control]`, `[[sessions]]` must be empty: the agent owns the flow table and installs
-//! exactly what the daemon (or, at start-up, the saved state) says. Paths are not opened here;
+//! exactly what the daemon (or, at start-up, the saved state) says. Without `[control]`,
+//! `signaling.listeners` must be empty: the signaling lane takes its SVID from `control.cert`
+//! and `control.key` and its routes, policies and trust bundle from the control daemon. Paths are not opened here;
 //! the binary reads them at start-up and refuses to start when it cannot.
 //!
 //! # Rules beyond the ranges above
@@ -136,6 +173,12 @@
 //! - `signaling.cores`, `housekeeping.cores`: no CPU id twice, none of `media.cores`, and the
 //!   two lanes share no CPU. Whether the CPUs exist, are isolated or share a physical core is a
 //!   property of the machine, checked by `popmesh-hw`, not here.
+//! - `signaling.listeners`: only with `[control]`; names unique; binds do not overlap each other
+//!   or `admin.listen` (same IP, or either bound to the unspecified address of the same family,
+//!   on the same TCP port; an admin port 0 conflicts with nothing). `service` is set exactly for
+//!   `protocol = "tcp"`; `identity` is set exactly for `direction = "outbound"`, parses as a
+//!   SPIFFE ID (`popmesh_ctrl_api::SpiffeId`) outside the `operators` and `appliances`
+//!   namespaces, and such a listener binds a loopback address (it vouches for every caller).
 //! - `dpdk` ports: `device` unique; the IP is concrete and owned by one port (sessions may use
 //!   any UDP port of it); relayed packets leave from `bind`.
 //! - `sessions`: names unique; `ingress` unique and inside a port range, either on exactly the
@@ -147,8 +190,8 @@
 //!
 //! # Effective configuration
 //!
-//! [`Config`] serializes back to the file format with every default written out (durations as
-//! `"200us"`); [`Config::to_toml`] gives the TOML text and the admin server can serve the same
+//! [`Config`] serializes back to the file format with every default written out (durations in
+//! their largest exact unit, `"200us"`, `"1h"`; empty `service` and `identity` left out); [`Config::to_toml`] gives the TOML text and the admin server can serve the same
 //! shape as JSON. Either loads back to an equal `Config`.
 //!
 //! ```
@@ -187,8 +230,9 @@ mod raw;
 
 pub use config::{
     format_mac, parse_mac, AdminConfig, BackendKind, Config, ControlConfig, CoreLaneConfig,
-    DpdkConfig, IdleConfig, L2PortConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
-    SessionConfig, SubscriberConfig, UringConfig,
+    Direction, DpdkConfig, IdleConfig, L2PortConfig, ListenerConfig, LogConfig, LogFormat,
+    MediaConfig, PortConfig, Protocol, SessionConfig, SignalingConfig, SubscriberConfig,
+    UringConfig,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ToTomlError};

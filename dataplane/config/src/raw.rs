@@ -25,7 +25,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub media: RawMedia,
     #[serde(default)]
-    pub signaling: RawCoreLane,
+    pub signaling: RawSignaling,
     #[serde(default)]
     pub housekeeping: RawCoreLane,
     #[serde(default)]
@@ -66,7 +66,64 @@ fn default_stats_interval() -> String {
     format_duration(defaults::STATS_INTERVAL)
 }
 
-/// `[signaling]` and `[housekeeping]`: a set of reserved CPUs.
+/// `[signaling]`: the signaling lane's CPUs, proxy settings and listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignaling {
+    pub cores: Vec<i64>,
+    pub drain_timeout: String,
+    pub access_log: bool,
+    pub header_identity: String,
+    pub max_request_body_retry: i64,
+    pub listeners: Vec<RawListener>,
+}
+
+impl Default for RawSignaling {
+    fn default() -> Self {
+        RawSignaling {
+            cores: Vec::new(),
+            drain_timeout: format_duration(defaults::DRAIN_TIMEOUT),
+            access_log: defaults::ACCESS_LOG,
+            header_identity: defaults::HEADER_IDENTITY.to_string(),
+            max_request_body_retry: defaults::MAX_REQUEST_BODY_RETRY,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// One `[[signaling.listeners]]` entry. `name`, `bind` and `direction` have no default:
+/// whether callers must present an SVID is never left to a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub bind: String,
+    pub direction: String,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: i64,
+}
+
+fn default_protocol() -> String {
+    defaults::LISTENER_PROTOCOL.to_string()
+}
+
+fn default_idle_timeout() -> String {
+    format_duration(defaults::IDLE_TIMEOUT)
+}
+
+fn default_max_connections() -> i64 {
+    defaults::MAX_CONNECTIONS
+}
+
+/// `[housekeeping]`: a set of reserved CPUs.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCoreLane {

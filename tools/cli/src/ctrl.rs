@@ -164,9 +164,13 @@ fn likely_cause(detail: &str) -> &'static str {
         "the daemon's certificate was not accepted (trust bundle or server name); "
     } else if detail.contains("received fatal alert") || detail.contains("no certificates") {
         "the daemon refused this client's certificate; "
-    } else if detail.contains("connection closed") {
+    } else if detail.contains("connection closed")
+        || detail.contains("broken pipe")
+        || detail.contains("connection reset")
+    {
         // TLS 1.3: the server checks the client certificate after the client is done with the
-        // handshake, so a refusal shows up as a closed connection on the first call.
+        // handshake, so a refusal shows up as a closed connection on the first call, or, when
+        // the client is already writing that call, as a broken pipe or a reset.
         "the daemon closed the connection, most likely refusing this client's certificate; "
     } else {
         ""
@@ -468,6 +472,30 @@ pub fn parse_duration_s(s: &str) -> Result<u32, String> {
     u32::try_from(n * mult).map_err(|_| format!("{s:?} is too long"))
 }
 
+/// Parses a duration with a unit into whole milliseconds: `500ms`, `5s`, `1m`, `1.5s` (the
+/// appliance config's syntax; a bare number is refused, it could mean ms or s).
+///
+/// # Errors
+/// When the text is not a duration, is finer than 1 ms, or is longer than `u32::MAX` ms.
+pub fn parse_duration_ms(s: &str) -> Result<u32, String> {
+    let d = popmesh_config::parse_duration(s).map_err(|rule| format!("{s:?} {rule}"))?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("{s:?} is finer than 1ms"));
+    }
+    u32::try_from(d.as_millis()).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// Milliseconds as `5s` when whole seconds, else `1500ms`.
+// `%` instead of `is_multiple_of`, which needs Rust 1.87; the workspace declares 1.85.
+#[allow(clippy::manual_is_multiple_of)]
+pub fn format_ms(ms: u32) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Formats Unix milliseconds as seconds ago (`-` for 0).
 pub fn ago_ms(unix_ms: u64) -> String {
     if unix_ms == 0 {
@@ -503,5 +531,13 @@ mod tests {
         assert_eq!(parse_duration_s("7d"), Ok(604_800));
         assert!(parse_duration_s("1w").is_err());
         assert!(parse_duration_s("h").is_err());
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert!(parse_duration_ms("500").is_err_and(|e| e.contains("has no unit")));
+        assert!(parse_duration_ms("1500us").is_err_and(|e| e.contains("finer than 1ms")));
+        assert!(parse_duration_ms("50d").is_err_and(|e| e.contains("too long")));
+        assert_eq!(format_ms(5000), "5s");
+        assert_eq!(format_ms(1500), "1500ms");
     }
 }

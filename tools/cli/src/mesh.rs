@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use popmesh_ctrl_api::pb::{
-    CircuitBreaker, EndpointGroup, HeaderMatch, ListRoutesRequest, ListServicesRequest,
-    OutlierDetection, PutRouteRequest, PutServiceRequest, RemoveRouteRequest, RemoveServiceRequest,
-    RetryPolicy, Route, Service,
+    CircuitBreaker, EndpointGroup, HeaderMatch, HealthCheck, ListRoutesRequest,
+    ListServicesRequest, OutlierDetection, PutRouteRequest, PutServiceRequest, RemoveRouteRequest,
+    RemoveServiceRequest, RetryPolicy, Route, Service,
 };
 use popmesh_ctrl_api::validate;
 use serde_json::json;
 
-use crate::ctrl::{self, cell, invalid, print_json, ConnArgs, Table};
+use crate::ctrl::{self, cell, format_ms, invalid, parse_duration_ms, print_json, ConnArgs, Table};
 use crate::session::written;
 
 #[derive(Debug, Args)]
@@ -47,6 +47,20 @@ pub struct ServiceFlags {
     /// Outlier detection: eject an endpoint after N consecutive errors (0: off).
     #[arg(long, value_name = "N", default_value_t = 0)]
     eject_after_errors: u32,
+    /// Reach the endpoints in cleartext instead of mutual TLS (local services on loopback only).
+    #[arg(long)]
+    plaintext: bool,
+    /// Active health checks every DURATION (500ms..=1h, e.g. 5s; default: none).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    health_interval: Option<u32>,
+    /// Health check "GET PATH" must answer 2xx (default: a TCP connect, and TLS handshake
+    /// unless --plaintext). Needs --health-interval.
+    #[arg(long, value_name = "PATH")]
+    health_path: Option<String>,
+    /// A health check fails after DURATION (default: 1s; at most --health-interval). Needs
+    /// --health-interval.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    health_timeout: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +140,16 @@ fn service_of(f: ServiceFlags) -> anyhow::Result<Service> {
         .default_version
         .or_else(|| groups.first().map(|g| g.version.clone()))
         .unwrap_or_default();
+    // Only sent when asked for; a path or timeout without an interval is refused by validation
+    // rather than dropped.
+    let health_check =
+        (f.health_interval.is_some() || f.health_path.is_some() || f.health_timeout.is_some())
+            .then(|| HealthCheck {
+                interval_ms: f.health_interval.unwrap_or(0),
+                path: f.health_path.unwrap_or_default(),
+                timeout_ms: f.health_timeout.unwrap_or(0),
+                ..Default::default()
+            });
     Ok(Service {
         name: f.name,
         groups,
@@ -148,7 +172,31 @@ fn service_of(f: ServiceFlags) -> anyhow::Result<Service> {
             max_ejection_percent: 50,
         }),
         version: 0,
+        plaintext: f.plaintext,
+        health_check,
     })
+}
+
+/// `connect every 5s, timeout 1s` / `GET /healthz every 5s, timeout 1s` / `-` (no checks).
+fn health_cell(h: Option<&HealthCheck>) -> String {
+    let Some(h) = h.filter(|h| h.interval_ms != 0) else {
+        return "-".into();
+    };
+    let check = if h.path.is_empty() {
+        "connect".to_string()
+    } else {
+        format!("GET {}", h.path)
+    };
+    let timeout = if h.timeout_ms == 0 {
+        validate::DEFAULT_HEALTH_TIMEOUT_MS
+    } else {
+        h.timeout_ms
+    };
+    format!(
+        "{check} every {}, timeout {}",
+        format_ms(h.interval_ms),
+        format_ms(timeout)
+    )
 }
 
 pub fn run_service(conn: &ConnArgs, json: bool, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
@@ -196,13 +244,29 @@ pub fn run_service(conn: &ConnArgs, json: bool, cmd: ServiceCommand) -> anyhow::
                             "default_version": s.default_version,
                             "timeout_ms": s.timeout_ms,
                             "retry_attempts": s.retry.as_ref().map_or(0, |r| r.attempts),
+                            "plaintext": s.plaintext,
+                            "health_check": s.health_check.as_ref().map(|h| json!({
+                                "interval_ms": h.interval_ms,
+                                "path": h.path,
+                                "timeout_ms": h.timeout_ms,
+                                "unhealthy_threshold": h.unhealthy_threshold,
+                                "healthy_threshold": h.healthy_threshold,
+                            })),
                             "config_version": s.version,
                         })
                     })
                     .collect();
                 print_json(&json!({ "version": r.version, "services": services }))?;
             } else {
-                let mut t = Table::new(&["NAME", "DEFAULT", "VERSIONS", "TIMEOUT", "RETRIES"]);
+                let mut t = Table::new(&[
+                    "NAME",
+                    "DEFAULT",
+                    "VERSIONS",
+                    "TIMEOUT",
+                    "RETRIES",
+                    "TRANSPORT",
+                    "HEALTH",
+                ]);
                 for s in &r.services {
                     let groups: Vec<String> = s
                         .groups
@@ -219,6 +283,8 @@ pub fn run_service(conn: &ConnArgs, json: bool, cmd: ServiceCommand) -> anyhow::
                             format!("{} ms", s.timeout_ms)
                         },
                         s.retry.as_ref().map_or(0, |r| r.attempts).to_string(),
+                        if s.plaintext { "plaintext" } else { "mtls" }.to_string(),
+                        health_cell(s.health_check.as_ref()),
                     ]);
                 }
                 t.print();

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use popmesh_ctrl_api::pb::{
-    Canary, Endpoint, EndpointGroup, HeaderMatch, Labels, Policy, PolicyAction, RetryPolicy, Route,
-    Service, Session, Subscriber, VersionWeight,
+    Canary, Endpoint, EndpointGroup, HeaderMatch, HealthCheck, Labels, OutlierDetection, Policy,
+    PolicyAction, RetryPolicy, Route, Service, Session, Subscriber, VersionWeight,
 };
 use popmesh_ctrl_api::validate;
 
@@ -211,6 +211,187 @@ fn mesh_errors_name_the_field() {
     assert_eq!(
         validate::policy("policy", &p, &cat).unwrap_err().to_string(),
         "policy.sources[1]: \"spiffe://pop.test/user\": path \"/user\" is not /ns/<namespace>/sa/<name>"
+    );
+}
+
+fn service_err(f: impl FnOnce(&mut Service)) -> String {
+    let mut s = catalog()["encoder"].clone();
+    f(&mut s);
+    validate::service("service", &s).unwrap_err().to_string()
+}
+
+fn service_ok(f: impl FnOnce(&mut Service)) {
+    let mut s = catalog()["encoder"].clone();
+    f(&mut s);
+    if let Err(e) = validate::service("service", &s) {
+        panic!("{e}");
+    }
+}
+
+fn health(f: impl FnOnce(&mut HealthCheck)) -> impl FnOnce(&mut Service) {
+    let mut h = HealthCheck {
+        interval_ms: 5000,
+        ..Default::default()
+    };
+    f(&mut h);
+    move |s: &mut Service| s.health_check = Some(h)
+}
+
+#[test]
+fn health_checks_name_the_field() {
+    service_ok(health(|_| {}));
+    service_ok(|s| s.health_check = Some(HealthCheck::default()));
+    service_ok(health(|h| {
+        h.interval_ms = 500;
+        h.timeout_ms = 500;
+        h.path = "/healthz?full=1".into();
+        h.unhealthy_threshold = 100;
+        h.healthy_threshold = 100;
+    }));
+    service_ok(health(|h| h.interval_ms = 3_600_000));
+    assert_eq!(
+        service_err(health(|h| h.interval_ms = 499)),
+        "service.health_check.interval_ms: 499 ms, must be 0 (off) or 500..=3600000"
+    );
+    assert_eq!(
+        service_err(health(|h| h.interval_ms = 3_600_001)),
+        "service.health_check.interval_ms: 3600001 ms, must be 0 (off) or 500..=3600000"
+    );
+    assert_eq!(
+        service_err(health(|h| h.timeout_ms = 5001)),
+        "service.health_check.timeout_ms: 5001 ms is longer than interval_ms (5000 ms); a check \
+         must end before the next"
+    );
+    assert_eq!(
+        service_err(health(|h| h.interval_ms = 800)),
+        "service.health_check.timeout_ms: 0 (the default, 1000 ms) is longer than interval_ms \
+         (800 ms); a check must end before the next"
+    );
+    for bad in [
+        "healthz",
+        "/health z",
+        "/h\u{7f}",
+        "/ü",
+        &format!("/{}", "a".repeat(1024)),
+    ] {
+        let e = service_err(health(|h| h.path = bad.to_string()));
+        assert!(
+            e.starts_with(&format!(
+                "service.health_check.path: {bad:?} must start with \"/\""
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        service_err(health(|h| h.unhealthy_threshold = 101)),
+        "service.health_check.unhealthy_threshold: 101, at most 100"
+    );
+    assert_eq!(
+        service_err(health(|h| h.healthy_threshold = 101)),
+        "service.health_check.healthy_threshold: 101, at most 100"
+    );
+    // Settings without an interval would do nothing.
+    assert!(service_err(health(|h| {
+        h.interval_ms = 0;
+        h.path = "/healthz".into();
+    }))
+    .starts_with("service.health_check.path: is set but interval_ms is 0"));
+    assert!(service_err(health(|h| {
+        h.interval_ms = 0;
+        h.timeout_ms = 100;
+    }))
+    .starts_with("service.health_check.timeout_ms: is set but interval_ms is 0"));
+}
+
+#[test]
+fn plaintext_services_are_local_only() {
+    let local = |s: &mut Service| {
+        s.plaintext = true;
+        for g in &mut s.groups {
+            g.endpoints = vec![
+                "127.0.0.1:8080".into(),
+                "127.3.0.1:8080".into(),
+                "[::1]:8080".into(),
+                "localhost:8080".into(),
+            ];
+        }
+    };
+    service_ok(local);
+    assert_eq!(
+        service_err(|s| s.plaintext = true),
+        "service.groups[0].endpoints[0]: \"enc.internal:443\" is not on loopback; a plaintext \
+         service is reached in cleartext, so its endpoints must be local (127.0.0.0/8, [::1] or \
+         localhost)"
+    );
+    for remote in [
+        "10.0.0.1:80",
+        "[2001:db8::1]:80",
+        "localhost.evil.example:80",
+    ] {
+        let e = service_err(|s| {
+            local(s);
+            s.groups[1].endpoints.push(remote.into());
+        });
+        assert!(
+            e.starts_with(&format!(
+                "service.groups[1].endpoints[4]: {remote:?} is not on loopback"
+            )),
+            "{e}"
+        );
+    }
+    // Mutual TLS (the default) may reach anything.
+    service_ok(|s| s.groups[0].endpoints.push("10.0.0.1:80".into()));
+}
+
+#[test]
+fn outlier_detection_is_off_or_sane() {
+    let on = |f: fn(&mut OutlierDetection)| {
+        let mut o = OutlierDetection {
+            consecutive_errors: 5,
+            interval_ms: 10_000,
+            base_ejection_ms: 30_000,
+            max_ejection_percent: 50,
+        };
+        f(&mut o);
+        move |s: &mut Service| s.outlier = Some(o)
+    };
+    service_ok(on(|_| {}));
+    service_ok(|s| s.outlier = Some(OutlierDetection::default()));
+    service_ok(on(|o| {
+        o.consecutive_errors = 1000;
+        o.interval_ms = 100;
+        o.base_ejection_ms = 3_600_000;
+        o.max_ejection_percent = 100;
+    }));
+    assert_eq!(
+        service_err(on(|o| o.max_ejection_percent = 101)),
+        "service.outlier.max_ejection_percent: 101, at most 100"
+    );
+    assert_eq!(
+        service_err(on(|o| o.max_ejection_percent = 0)),
+        "service.outlier.max_ejection_percent: must be 1..=100 when consecutive_errors is set \
+         (0 would never eject)"
+    );
+    assert_eq!(
+        service_err(on(|o| o.interval_ms = 0)),
+        "service.outlier.interval_ms: must be > 0 when consecutive_errors is set"
+    );
+    assert_eq!(
+        service_err(on(|o| o.base_ejection_ms = 0)),
+        "service.outlier.base_ejection_ms: must be > 0 when consecutive_errors is set"
+    );
+    assert_eq!(
+        service_err(on(|o| o.interval_ms = 99)),
+        "service.outlier.interval_ms: 99 ms, must be 100..=3600000 when consecutive_errors is set"
+    );
+    assert_eq!(
+        service_err(on(|o| o.base_ejection_ms = 3_600_001)),
+        "service.outlier.base_ejection_ms: 3600001 ms, must be 100..=3600000 when \
+         consecutive_errors is set"
+    );
+    assert_eq!(
+        service_err(on(|o| o.consecutive_errors = 1001)),
+        "service.outlier.consecutive_errors: 1001, at most 1000"
     );
 }
 

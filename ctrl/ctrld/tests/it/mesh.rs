@@ -3,9 +3,9 @@
 
 use popmesh_ctrl_api::pb::{
     policy_service_client::PolicyServiceClient, CircuitBreaker, EndpointGroup, HeaderMatch,
-    ListPoliciesRequest, ListRoutesRequest, ListServicesRequest, OutlierDetection, Policy,
-    PolicyAction, PutPolicyRequest, PutRouteRequest, PutServiceRequest, RemovePolicyRequest,
-    RemoveRouteRequest, RemoveServiceRequest, RetryPolicy, Route, Service,
+    HealthCheck, ListPoliciesRequest, ListRoutesRequest, ListServicesRequest, OutlierDetection,
+    Policy, PolicyAction, PutPolicyRequest, PutRouteRequest, PutServiceRequest,
+    RemovePolicyRequest, RemoveRouteRequest, RemoveServiceRequest, RetryPolicy, Route, Service,
 };
 use tonic::Code;
 
@@ -44,6 +44,14 @@ fn payment() -> Service {
             max_ejection_percent: 50,
         }),
         version: 0,
+        plaintext: false,
+        health_check: Some(HealthCheck {
+            interval_ms: 5000,
+            path: "/healthz".into(),
+            timeout_ms: 1000,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }),
     }
 }
 
@@ -111,6 +119,7 @@ async fn services_routes_and_policies() {
         .into_inner();
     assert_eq!(services.services.len(), 1);
     assert_eq!(services.services[0].outlier, payment().outlier);
+    assert_eq!(services.services[0].health_check, payment().health_check);
     assert_eq!(services.version, 4);
     let routes = mesh
         .list_routes(ListRoutesRequest {})

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use popmesh_config::{
     AdminConfig, BackendKind, Config, CoreLaneConfig, IdleConfig, LogConfig, LogFormat,
-    MediaConfig, PortConfig, SessionConfig, SubscriberConfig, UringConfig,
+    MediaConfig, PortConfig, SessionConfig, SignalingConfig, SubscriberConfig, UringConfig,
 };
 
 fn configs_dir() -> PathBuf {
@@ -94,7 +94,7 @@ fn lab_toml_is_the_lab_session() {
                 l2: None,
             }],
         },
-        signaling: CoreLaneConfig::default(),
+        signaling: SignalingConfig::default(),
         housekeeping: CoreLaneConfig { cores: vec![0] },
         sessions: vec![SessionConfig {
             name: "lab-room-1".to_string(),

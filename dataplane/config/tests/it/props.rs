@@ -5,9 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use popmesh_config::{
-    AdminConfig, BackendKind, Config, IdleConfig, LogConfig, LogFormat, MediaConfig, PortConfig,
-    SessionConfig, SubscriberConfig, UringConfig,
+    AdminConfig, BackendKind, Config, ControlConfig, Direction, IdleConfig, ListenerConfig,
+    LogConfig, LogFormat, MediaConfig, PortConfig, Protocol, SessionConfig, SignalingConfig,
+    SubscriberConfig, UringConfig,
 };
+use popmesh_ctrl_api::SpiffeId;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -46,6 +48,10 @@ const HEADERS: &[&str] = &[
     "[[sessions.subscribers]]",
     "[media.ports]",
     "[sessions]",
+    "[signaling]",
+    "[[signaling.listeners]]",
+    "[signaling.listeners]",
+    "[control]",
     "[other]",
 ];
 
@@ -75,6 +81,17 @@ const KEYS: &[&str] = &[
     "subscribers",
     "addr",
     "egress",
+    "drain_timeout",
+    "access_log",
+    "header_identity",
+    "max_request_body_retry",
+    "listeners",
+    "direction",
+    "protocol",
+    "service",
+    "identity",
+    "idle_timeout",
+    "max_connections",
     "unknown",
 ];
 
@@ -107,6 +124,21 @@ const STRINGS: &[&str] = &[
     "9-1",
     "ünïcödé",
     "\u{0}",
+    "inbound",
+    "outbound",
+    "http",
+    "tcp",
+    "chat",
+    "spiffe://pop.test/ns/danmaku/sa/web",
+    "spiffe://pop.test/ns/operators/sa/alice",
+    "x-popmesh-peer-identity",
+    "Host",
+    "127.0.0.1:9100",
+    "0.0.0.0:8443",
+    "10m",
+    "1h",
+    "7d",
+    "8d",
 ];
 
 /// Integers at or next to the edges of the schema's ranges.
@@ -232,6 +264,41 @@ const VALID_LINES: &[&str] = &[
     "subscribers = [\"[::1]:41001\"]",
 ];
 
+/// A second base: a control-managed appliance with signaling listeners (which need `[control]`,
+/// which refuses file sessions).
+const VALID_MESH_LINES: &[&str] = &[
+    "[[media.ports]]",
+    "name = \"lab\"",
+    "bind = \"127.0.0.1:40000\"",
+    "[signaling]",
+    "cores = [0]",
+    "drain_timeout = \"5s\"",
+    "access_log = true",
+    "header_identity = \"x-popmesh-peer-identity\"",
+    "max_request_body_retry = 65536",
+    "[[signaling.listeners]]",
+    "name = \"inbound\"",
+    "bind = \"0.0.0.0:8443\"",
+    "direction = \"inbound\"",
+    "protocol = \"http\"",
+    "idle_timeout = \"1h\"",
+    "max_connections = 100000",
+    "[[signaling.listeners]]",
+    "name = \"local\"",
+    "bind = \"127.0.0.1:15001\"",
+    "direction = \"outbound\"",
+    "protocol = \"tcp\"",
+    "service = \"chat\"",
+    "identity = \"spiffe://pop.test/ns/danmaku/sa/web\"",
+    "[control]",
+    "endpoint = \"https://127.0.0.1:7443\"",
+    "appliance = \"pop-1\"",
+    "cert = \"/etc/popmesh/pop-1.pem\"",
+    "key = \"/etc/popmesh/pop-1-key.pem\"",
+    "ca = \"/etc/popmesh/ca.pem\"",
+    "state_dir = \"/var/lib/popmesh\"",
+];
+
 #[derive(Debug, Clone)]
 enum Mutation {
     /// Keep the key of the line (if it has one), write another value.
@@ -249,13 +316,13 @@ fn mutation() -> impl Strategy<Value = (usize, Mutation)> {
         1 => line().prop_map(Mutation::Line),
         1 => Just(Mutation::Delete),
     ];
-    (0..VALID_LINES.len(), kind)
+    (0..VALID_LINES.len().max(VALID_MESH_LINES.len()), kind)
 }
 
 fn mutated_document() -> impl Strategy<Value = String> {
-    prop::collection::vec(mutation(), 1..=2).prop_map(|mutations| {
-        let mut lines: Vec<Option<String>> =
-            VALID_LINES.iter().map(|l| Some(l.to_string())).collect();
+    let base = prop::sample::select(&[VALID_LINES, VALID_MESH_LINES][..]);
+    (base, prop::collection::vec(mutation(), 1..=2)).prop_map(|(base, mutations)| {
+        let mut lines: Vec<Option<String>> = base.iter().map(|l| Some(l.to_string())).collect();
         for (at, mutation) in mutations {
             let Some(slot) = lines.get_mut(at) else {
                 continue;
@@ -279,6 +346,8 @@ fn the_mutation_base_is_valid() {
     let config = Config::from_toml(&VALID_LINES.join("\n")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.sessions.len(), 2);
     assert_eq!(config.sessions[0].subscribers[1].egress_port, 4);
+    let mesh = Config::from_toml(&VALID_MESH_LINES.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mesh.signaling.listeners.len(), 2);
 }
 
 // --- Valid-by-construction configurations ---------------------------------------------------
@@ -380,6 +449,137 @@ struct ConfigSeed {
     uring: (u32, u32, u32, bool, usize, usize),
     port_seeds: Vec<PortSeed>,
     session_seeds: Vec<SessionSeed>,
+    signaling: SignalingSeed,
+}
+
+#[derive(Debug, Clone)]
+struct ListenerSeed {
+    outbound: bool,
+    /// 0: IPv4 wildcard, 1: IPv6 wildcard, 2: a concrete IPv4, 3: a concrete IPv6 (outbound:
+    /// loopback of the family).
+    ip: u8,
+    /// `Some`: a tcp listener to this service.
+    service: Option<String>,
+    identity: (String, String),
+    idle_secs: u64,
+    max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+struct SignalingSeed {
+    drain_ms: u64,
+    access_log: bool,
+    header: String,
+    max_body: u32,
+    /// Non-empty: the config is control-managed (listeners need `[control]`), with no sessions.
+    listeners: Vec<ListenerSeed>,
+}
+
+fn listener_seed() -> impl Strategy<Value = ListenerSeed> {
+    (
+        any::<bool>(),
+        0u8..4,
+        prop::option::of("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?"),
+        ("[a-z0-9._-]{1,20}", "[a-z0-9._-]{1,20}"),
+        1u64..=7 * 86_400,
+        1u32..=1_000_000,
+    )
+        .prop_map(
+            |(outbound, ip, service, identity, idle_secs, max_connections)| ListenerSeed {
+                outbound,
+                ip,
+                service,
+                identity,
+                idle_secs,
+                max_connections,
+            },
+        )
+}
+
+fn signaling_seed() -> impl Strategy<Value = SignalingSeed> {
+    (
+        0u64..=600_000,
+        any::<bool>(),
+        "x-[a-z0-9!#$%&'*+.^_`|~-]{0,30}",
+        0u32..=16 * 1024 * 1024,
+        prop::collection::vec(listener_seed(), 0..=4),
+    )
+        .prop_map(
+            |(drain_ms, access_log, header, max_body, listeners)| SignalingSeed {
+                drain_ms,
+                access_log,
+                header,
+                max_body,
+                listeners,
+            },
+        )
+}
+
+fn build_listeners(seeds: Vec<ListenerSeed>, admin: SocketAddr) -> Vec<ListenerConfig> {
+    seeds
+        .into_iter()
+        .enumerate()
+        .map(|(i, seed)| {
+            // One port per listener, never the admin server's.
+            let mut port = 20_000 + i as u16;
+            if port == admin.port() {
+                port += 100;
+            }
+            let ip: IpAddr = match (seed.outbound, seed.ip) {
+                (true, 0 | 2) => Ipv4Addr::LOCALHOST.into(),
+                (true, _) => Ipv6Addr::LOCALHOST.into(),
+                (false, 0) => Ipv4Addr::UNSPECIFIED.into(),
+                (false, 1) => Ipv6Addr::UNSPECIFIED.into(),
+                (false, 2) => Ipv4Addr::new(10, 0, 0, 1).into(),
+                (false, _) => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into(),
+            };
+            let (namespace, name) = &seed.identity;
+            let namespace = match namespace.as_str() {
+                "." | ".." | "operators" | "appliances" => "svc",
+                ns => ns,
+            };
+            let name = if name == "." || name == ".." {
+                "x"
+            } else {
+                name
+            };
+            ListenerConfig {
+                name: format!("l{i}"),
+                bind: SocketAddr::new(ip, port),
+                direction: if seed.outbound {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                },
+                protocol: if seed.service.is_some() {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Http
+                },
+                service: seed.service,
+                identity: seed.outbound.then(|| {
+                    SpiffeId::new("pop.test", namespace, name).expect("generated from the rules")
+                }),
+                idle_timeout: Duration::from_secs(seed.idle_secs),
+                max_connections: seed.max_connections,
+            }
+        })
+        .collect()
+}
+
+fn control_config() -> ControlConfig {
+    ControlConfig {
+        endpoint: "https://127.0.0.1:7443".to_string(),
+        server_name: "127.0.0.1".to_string(),
+        appliance: "pop-1".to_string(),
+        cert: "/etc/popmesh/pop-1.pem".into(),
+        key: "/etc/popmesh/pop-1-key.pem".into(),
+        ca: "/etc/popmesh/ca.pem".into(),
+        state_dir: "/var/lib/popmesh".into(),
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(30),
+        stats_interval: Duration::from_secs(10),
+    }
 }
 
 fn build_config(seed: ConfigSeed) -> Config {
@@ -395,6 +595,7 @@ fn build_config(seed: ConfigSeed) -> Config {
         uring,
         port_seeds,
         session_seeds,
+        signaling: signaling_seed,
     } = seed;
     let mut seen_cores = std::collections::HashSet::new();
     cores.retain(|c| seen_cores.insert(*c));
@@ -496,6 +697,11 @@ fn build_config(seed: ConfigSeed) -> Config {
         });
     }
 
+    let listeners = build_listeners(signaling_seed.listeners, admin);
+    let control = (!listeners.is_empty()).then(control_config);
+    if control.is_some() {
+        sessions.clear();
+    }
     Config {
         admin: AdminConfig { listen: admin },
         log: LogConfig {
@@ -533,12 +739,19 @@ fn build_config(seed: ConfigSeed) -> Config {
             dpdk: popmesh_config::DpdkConfig::default(),
             ports,
         },
-        signaling: popmesh_config::CoreLaneConfig { cores: signaling },
+        signaling: SignalingConfig {
+            cores: signaling,
+            drain_timeout: Duration::from_millis(signaling_seed.drain_ms),
+            access_log: signaling_seed.access_log,
+            header_identity: signaling_seed.header,
+            max_request_body_retry: signaling_seed.max_body,
+            listeners,
+        },
         housekeeping: popmesh_config::CoreLaneConfig {
             cores: housekeeping,
         },
         sessions,
-        control: None,
+        control,
     }
 }
 
@@ -562,6 +775,7 @@ prop_compose! {
         ),
         port_seeds in prop::collection::vec(port_seed(), 1..=6),
         session_seeds in prop::collection::vec(session_seed(), 0..=5),
+        signaling in signaling_seed(),
     ) -> Config {
         build_config(ConfigSeed {
             admin,
@@ -575,6 +789,7 @@ prop_compose! {
             uring,
             port_seeds,
             session_seeds,
+            signaling,
         })
     }
 }

@@ -506,7 +506,7 @@ fn idle_spin_polls_and_max_wait() {
     let error = Config::from_toml(&idle("max_wait = \"200\"")).expect_err("no unit");
     assert_eq!(
         error.to_string(),
-        "media.idle.max_wait: \"200\" has no unit; expected a number with a unit (ns, us, ms, s), e.g. \"200us\""
+        "media.idle.max_wait: \"200\" has no unit; expected a number with a unit (ns, us, ms, s, m, h, d), e.g. \"200us\""
     );
     for bad in ["0us", "0s", "1001ms", "2s"] {
         assert_invalid(
@@ -1214,6 +1214,18 @@ fn control_names_paths_and_durations_are_checked() {
         &control(&["backoff_max = \"2h\""]),
         "control.backoff_max",
         "\"2h\"",
+        "must be at least control.backoff_min (200ms) and at most 1h",
+    );
+    assert_eq!(
+        ok(&control(&["backoff_max = \"1h\""]))
+            .control
+            .map(|c| c.backoff_max),
+        Some(Duration::from_secs(3600))
+    );
+    assert_invalid(
+        &control(&["backoff_max = \"2w\""]),
+        "control.backoff_max",
+        "\"2w\"",
         "has unknown unit",
     );
     assert_invalid(
@@ -1243,4 +1255,444 @@ fn control_refuses_file_sessions_too() {
         "1 entries",
         "must be empty when [control] is set",
     );
+}
+
+// --- [signaling] settings and listeners ----------------------------------------------------
+
+const SVC_ID: &str = "\"spiffe://pop.test/ns/danmaku/sa/web\"";
+
+/// `[control]`, `[signaling]` with `settings`, and one `[[signaling.listeners]]` per entry
+/// (each a list of `key = value` lines).
+fn signaling(settings: &[&str], listeners: &[&[&str]]) -> String {
+    let mut doc = format!("{}\n[signaling]\n{}\n", control(&[]), settings.join("\n"));
+    for lines in listeners {
+        doc.push_str(&format!(
+            "\n[[signaling.listeners]]\n{}\n",
+            lines.join("\n")
+        ));
+    }
+    doc
+}
+
+const INBOUND: &[&str] = &[
+    "name = \"inbound\"",
+    "bind = \"0.0.0.0:8443\"",
+    "direction = \"inbound\"",
+];
+
+const OUTBOUND: &[&str] = &[
+    "name = \"local\"",
+    "bind = \"127.0.0.1:15001\"",
+    "direction = \"outbound\"",
+    "identity = \"spiffe://pop.test/ns/danmaku/sa/web\"",
+];
+
+/// `base` with the lines of `extra` replacing the keys they set.
+fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
+    let key = |l: &str| l.split_once(" = ").map(|(k, _)| k.to_string());
+    let mut lines: Vec<String> = base
+        .iter()
+        .filter(|l| extra.iter().all(|e| key(e) != key(l)))
+        .map(|l| l.to_string())
+        .collect();
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    lines
+}
+
+fn listener_doc(base: &[&str], extra: &[&str]) -> String {
+    let lines = with(base, extra);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    signaling(&[], &[&refs])
+}
+
+#[test]
+fn signaling_defaults_without_the_section() {
+    let config = ok(PORT);
+    let s = &config.signaling;
+    assert_eq!(s, &popmesh_config::SignalingConfig::default());
+    assert!(s.cores.is_empty() && s.listeners.is_empty());
+    assert_eq!(s.drain_timeout, Duration::from_secs(5));
+    assert!(s.access_log);
+    assert_eq!(s.header_identity, "x-popmesh-peer-identity");
+    assert_eq!(s.max_request_body_retry, 65_536);
+    // Only cores, as before the lane had listeners.
+    assert_eq!(
+        ok(&format!("[signaling]\ncores = [0]\n{PORT}"))
+            .signaling
+            .cores,
+        vec![0]
+    );
+}
+
+#[test]
+fn signaling_listeners_parse_with_their_defaults() {
+    use popmesh_config::{Direction, Protocol};
+    let tcp: &[&str] = &[
+        "name = \"raw_1\"",
+        "bind = \"[::]:9000\"",
+        "direction = \"inbound\"",
+        "protocol = \"tcp\"",
+        "service = \"chat-relay\"",
+        "idle_timeout = \"7d\"",
+        "max_connections = 1000000",
+    ];
+    let config = ok(&signaling(
+        &[
+            "cores = [0]",
+            "drain_timeout = \"10m\"",
+            "access_log = false",
+            "header_identity = \"x-caller\"",
+            "max_request_body_retry = 16777216",
+        ],
+        &[INBOUND, OUTBOUND, tcp],
+    ));
+    let s = &config.signaling;
+    assert_eq!(s.drain_timeout, Duration::from_secs(600));
+    assert!(!s.access_log);
+    assert_eq!(s.header_identity, "x-caller");
+    assert_eq!(s.max_request_body_retry, 16 * 1024 * 1024);
+    let [inbound, local, raw] = s.listeners.as_slice() else {
+        panic!("three listeners: {:?}", s.listeners);
+    };
+    assert_eq!(inbound.name, "inbound");
+    assert_eq!(inbound.bind, addr("0.0.0.0:8443"));
+    assert_eq!(inbound.direction, Direction::Inbound);
+    assert_eq!(inbound.protocol, Protocol::Http);
+    assert_eq!((&inbound.service, &inbound.identity), (&None, &None));
+    assert_eq!(inbound.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(inbound.max_connections, 100_000);
+    assert_eq!(local.direction, Direction::Outbound);
+    assert_eq!(
+        local.identity.as_ref().map(ToString::to_string).as_deref(),
+        Some("spiffe://pop.test/ns/danmaku/sa/web")
+    );
+    assert_eq!(raw.protocol, Protocol::Tcp);
+    assert_eq!(raw.service.as_deref(), Some("chat-relay"));
+    assert_eq!(raw.idle_timeout, Duration::from_secs(7 * 86_400));
+    assert_eq!(config.listener("local"), Some(local));
+    assert_eq!(config.listener("nope"), None);
+    // Empty `service` and `identity` are the documented defaults written out.
+    ok(&listener_doc(
+        INBOUND,
+        &["service = \"\"", "identity = \"\""],
+    ));
+}
+
+#[test]
+fn signaling_listeners_need_control() {
+    let doc = format!("{PORT}\n[[signaling.listeners]]\n{}\n", INBOUND.join("\n"));
+    let (path, value, rule) = invalid(&doc);
+    assert_eq!(
+        (path.as_str(), value.as_str()),
+        ("signaling.listeners", "1 entries")
+    );
+    assert!(rule.starts_with("need [control]"), "{rule}");
+    assert!(
+        rule.contains("control.cert") && rule.contains("trust bundle"),
+        "{rule}"
+    );
+    // The rest of the section works without [control].
+    ok(&format!(
+        "{PORT}\n[signaling]\ncores = [0]\ndrain_timeout = \"0s\"\n"
+    ));
+}
+
+#[test]
+fn signaling_settings_ranges() {
+    assert_invalid(
+        &signaling(&["drain_timeout = \"11m\""], &[]),
+        "signaling.drain_timeout",
+        "\"11m\"",
+        "must be in 0s..=10m",
+    );
+    assert_invalid(
+        &signaling(&["drain_timeout = \"5\""], &[]),
+        "signaling.drain_timeout",
+        "\"5\"",
+        "has no unit",
+    );
+    ok(&signaling(&["drain_timeout = \"0s\""], &[]));
+    assert_invalid(
+        &signaling(&["max_request_body_retry = 16777217"], &[]),
+        "signaling.max_request_body_retry",
+        "16777217",
+        "must be in 0..=16777216",
+    );
+    assert_invalid(
+        &signaling(&["max_request_body_retry = -1"], &[]),
+        "signaling.max_request_body_retry",
+        "-1",
+        "must be in 0..=16777216",
+    );
+    ok(&signaling(&["max_request_body_retry = 0"], &[]));
+    let typo = syntax(&signaling(&["acces_log = true"], &[]));
+    assert!(typo.contains("unknown field `acces_log`"), "{typo}");
+}
+
+#[test]
+fn signaling_header_identity_is_a_lower_case_token_of_its_own() {
+    for bad in ["X-Peer", "", "x peer", "x-peer:", "x_ü", "x\t"] {
+        assert_invalid(
+            &signaling(&[&format!("header_identity = {bad:?}")], &[]),
+            "signaling.header_identity",
+            &format!("{bad:?}"),
+            "must be a lower-case header name",
+        );
+    }
+    assert_invalid(
+        &signaling(&[&format!("header_identity = {:?}", "x".repeat(129))], &[]),
+        "signaling.header_identity",
+        &format!("{:?}", "x".repeat(129)),
+        "must be a lower-case header name",
+    );
+    for reserved in ["host", "content-length", "authorization", "x-forwarded-for"] {
+        assert_invalid(
+            &signaling(&[&format!("header_identity = {reserved:?}")], &[]),
+            "signaling.header_identity",
+            &format!("{reserved:?}"),
+            "is a header the proxy or HTTP itself manages",
+        );
+    }
+    ok(&signaling(&["header_identity = \"x-spiffe_id.v1~\""], &[]));
+}
+
+#[test]
+fn signaling_listener_names_are_short_lowercase_and_unique() {
+    assert_invalid(
+        &listener_doc(INBOUND, &["name = \"In\""]),
+        "signaling.listeners[0].name",
+        "\"In\"",
+        "is not a valid listener name ([a-z0-9_-]{1,32})",
+    );
+    assert_invalid(
+        &listener_doc(INBOUND, &[&format!("name = {:?}", "a".repeat(33))]),
+        "signaling.listeners[0].name",
+        &format!("{:?}", "a".repeat(33)),
+        "is not a valid listener name",
+    );
+    let second = with(OUTBOUND, &["name = \"inbound\""]);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    assert_invalid(
+        &signaling(&[], &[INBOUND, &second]),
+        "signaling.listeners[1].name",
+        "\"inbound\"",
+        "is already the name of signaling.listeners[0]",
+    );
+    let missing = syntax(&signaling(&[], &[&INBOUND[1..]]));
+    assert!(missing.contains("missing field `name`"), "{missing}");
+    let missing = syntax(&signaling(&[], &[&INBOUND[..2]]));
+    assert!(missing.contains("missing field `direction`"), "{missing}");
+}
+
+#[test]
+fn signaling_listener_binds_are_tcp_addresses_that_do_not_overlap() {
+    assert_invalid(
+        &listener_doc(INBOUND, &["bind = \"0.0.0.0\""]),
+        "signaling.listeners[0].bind",
+        "\"0.0.0.0\"",
+        "is not a valid socket address",
+    );
+    assert_invalid(
+        &listener_doc(INBOUND, &["bind = \"0.0.0.0:0\""]),
+        "signaling.listeners[0].bind",
+        "\"0.0.0.0:0\"",
+        "has port 0",
+    );
+    let pair = |a: &str, b: &str| {
+        signaling(
+            &[],
+            &[
+                &[
+                    "name = \"a\"",
+                    &format!("bind = {a:?}"),
+                    "direction = \"inbound\"",
+                ],
+                &[
+                    "name = \"b\"",
+                    &format!("bind = {b:?}"),
+                    "direction = \"inbound\"",
+                ],
+            ],
+        )
+    };
+    let (path, value, rule) = invalid(&pair("10.0.0.1:8443", "0.0.0.0:8443"));
+    assert_eq!(
+        format!("{path}: {value} {rule}"),
+        "signaling.listeners[1].bind: \"0.0.0.0:8443\" overlaps signaling.listeners[0] \"a\" \
+         (10.0.0.1:8443); every address may be opened once"
+    );
+    assert_invalid(
+        &pair("0.0.0.0:8443", "127.0.0.1:8443"),
+        "signaling.listeners[1].bind",
+        "\"127.0.0.1:8443\"",
+        "overlaps signaling.listeners[0] \"a\"",
+    );
+    assert_invalid(
+        &pair("[::1]:8443", "[::1]:8443"),
+        "signaling.listeners[1].bind",
+        "\"[::1]:8443\"",
+        "overlaps signaling.listeners[0]",
+    );
+    // Other IP, other port or other family: separate sockets.
+    ok(&pair("10.0.0.1:8443", "10.0.0.2:8443"));
+    ok(&pair("0.0.0.0:8443", "0.0.0.0:8444"));
+    ok(&pair("0.0.0.0:8443", "[::]:8443"));
+    // A UDP media port on the same number is no conflict.
+    ok(&listener_doc(INBOUND, &["bind = \"127.0.0.1:40000\""]));
+}
+
+#[test]
+fn signaling_listeners_keep_off_the_admin_listener() {
+    assert_invalid(
+        &listener_doc(INBOUND, &["bind = \"127.0.0.1:9100\""]),
+        "signaling.listeners[0].bind",
+        "\"127.0.0.1:9100\"",
+        "overlaps admin.listen (127.0.0.1:9100)",
+    );
+    assert_invalid(
+        &listener_doc(INBOUND, &["bind = \"0.0.0.0:9100\""]),
+        "signaling.listeners[0].bind",
+        "\"0.0.0.0:9100\"",
+        "overlaps admin.listen",
+    );
+    ok(&listener_doc(INBOUND, &["bind = \"10.0.0.1:9101\""]));
+    // An ephemeral admin port cannot be known here.
+    let doc = listener_doc(INBOUND, &[])
+        .replace(PORT, &format!("[admin]\nlisten = \"0.0.0.0:0\"\n{PORT}"));
+    ok(&doc);
+}
+
+#[test]
+fn signaling_listener_direction_and_protocol_are_known_words() {
+    assert_invalid(
+        &listener_doc(INBOUND, &["direction = \"in\""]),
+        "signaling.listeners[0].direction",
+        "\"in\"",
+        "must be \"inbound\"",
+    );
+    assert_invalid(
+        &listener_doc(INBOUND, &["protocol = \"grpc\""]),
+        "signaling.listeners[0].protocol",
+        "\"grpc\"",
+        "must be \"http\"",
+    );
+}
+
+#[test]
+fn signaling_listener_service_is_for_tcp_only_and_required_there() {
+    assert_invalid(
+        &listener_doc(INBOUND, &["protocol = \"tcp\""]),
+        "signaling.listeners[0].service",
+        "(missing)",
+        "is required with protocol = \"tcp\"",
+    );
+    assert_invalid(
+        &listener_doc(INBOUND, &["service = \"chat\""]),
+        "signaling.listeners[0].service",
+        "\"chat\"",
+        "is only used with protocol = \"tcp\"",
+    );
+    for bad in ["Chat", "-chat", "chat_relay", &"c".repeat(64)] {
+        assert_invalid(
+            &listener_doc(
+                INBOUND,
+                &["protocol = \"tcp\"", &format!("service = {bad:?}")],
+            ),
+            "signaling.listeners[0].service",
+            &format!("{bad:?}"),
+            "is not a service name",
+        );
+    }
+    ok(&listener_doc(
+        OUTBOUND,
+        &["protocol = \"tcp\"", "service = \"chat\""],
+    ));
+}
+
+#[test]
+fn signaling_listener_identity_is_for_outbound_only_and_required_there() {
+    assert_invalid(
+        &listener_doc(INBOUND, &[&format!("identity = {SVC_ID}")]),
+        "signaling.listeners[0].identity",
+        SVC_ID,
+        "is only used with direction = \"outbound\"",
+    );
+    assert_invalid(
+        &listener_doc(&OUTBOUND[..3], &[]),
+        "signaling.listeners[0].identity",
+        "(missing)",
+        "is required with direction = \"outbound\"",
+    );
+    let (path, value, rule) = invalid(&listener_doc(
+        OUTBOUND,
+        &["identity = \"spiffe://pop.test/danmaku/web\""],
+    ));
+    assert_eq!(
+        format!("{path}: {value} {rule}"),
+        "signaling.listeners[0].identity: \"spiffe://pop.test/danmaku/web\" is not a SPIFFE ID \
+         spiffe://<td>/ns/<ns>/sa/<name>: path \"/danmaku/web\" is not /ns/<namespace>/sa/<name>"
+    );
+    for bad in [
+        "https://pop.test/ns/a/sa/b",
+        "spiffe://Pop.test/ns/a/sa/b",
+        "spiffe://pop.test/ns/a/sa/*",
+        "spiffe://pop.test/ns/a/sa/b?x",
+    ] {
+        assert_invalid(
+            &listener_doc(OUTBOUND, &[&format!("identity = {bad:?}")]),
+            "signaling.listeners[0].identity",
+            &format!("{bad:?}"),
+            "is not a SPIFFE ID",
+        );
+    }
+    for reserved in ["operators", "appliances"] {
+        let id = format!("spiffe://pop.test/ns/{reserved}/sa/x");
+        assert_invalid(
+            &listener_doc(OUTBOUND, &[&format!("identity = {id:?}")]),
+            "signaling.listeners[0].identity",
+            &format!("{id:?}"),
+            &format!("is in the reserved namespace {reserved:?}"),
+        );
+    }
+}
+
+#[test]
+fn signaling_outbound_listeners_bind_loopback_only() {
+    for bad in ["0.0.0.0:15001", "10.0.0.1:15001", "[::]:15001"] {
+        assert_invalid(
+            &listener_doc(OUTBOUND, &[&format!("bind = {bad:?}")]),
+            "signaling.listeners[0].bind",
+            &format!("{bad:?}"),
+            "must be a loopback address",
+        );
+    }
+    ok(&listener_doc(OUTBOUND, &["bind = \"127.0.0.2:15001\""]));
+    ok(&listener_doc(OUTBOUND, &["bind = \"[::1]:15001\""]));
+}
+
+#[test]
+fn signaling_listener_idle_timeout_and_max_connections() {
+    for (value, rule) in [
+        ("\"999ms\"", "must be in 1s..=7d"),
+        ("\"8d\"", "must be in 1s..=7d"),
+        ("\"1w\"", "has unknown unit"),
+    ] {
+        assert_invalid(
+            &listener_doc(INBOUND, &[&format!("idle_timeout = {value}")]),
+            "signaling.listeners[0].idle_timeout",
+            value,
+            rule,
+        );
+    }
+    ok(&listener_doc(INBOUND, &["idle_timeout = \"1s\""]));
+    for value in ["0", "1000001", "-5"] {
+        assert_invalid(
+            &listener_doc(INBOUND, &[&format!("max_connections = {value}")]),
+            "signaling.listeners[0].max_connections",
+            value,
+            "must be in 1..=1000000",
+        );
+    }
+    let typo = syntax(&listener_doc(INBOUND, &["max_conns = 5"]));
+    assert!(typo.contains("unknown field `max_conns`"), "{typo}");
 }

@@ -127,3 +127,65 @@ fn hand_built_configs_the_format_cannot_express_are_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn signaling_listeners_are_served_in_the_file_format() {
+    let doc = r#"
+[[media.ports]]
+name = "lab"
+bind = "127.0.0.1:40000"
+
+[signaling]
+drain_timeout = "1500ms"
+
+[[signaling.listeners]]
+name = "raw"
+bind = "[::]:9000"
+direction = "inbound"
+protocol = "tcp"
+service = "chat"
+
+[[signaling.listeners]]
+name = "local"
+bind = "127.0.0.1:15001"
+direction = "outbound"
+identity = "spiffe://pop.test/ns/danmaku/sa/web"
+idle_timeout = "90m"
+
+[control]
+endpoint = "127.0.0.1:7443"
+appliance = "pop-1"
+cert = "c.pem"
+key = "k.pem"
+ca = "ca.pem"
+state_dir = "/tmp"
+"#;
+    let config = Config::from_toml(doc).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_value(&config).expect("serializable");
+    let s = &json["signaling"];
+    assert_eq!(s["drain_timeout"], "1500ms");
+    assert_eq!(s["access_log"], true);
+    assert_eq!(s["header_identity"], "x-popmesh-peer-identity");
+    assert_eq!(s["max_request_body_retry"], 65536);
+    assert_eq!(
+        s["listeners"][0],
+        serde_json::json!({
+            "name": "raw", "bind": "[::]:9000", "direction": "inbound", "protocol": "tcp",
+            "service": "chat", "idle_timeout": "1h", "max_connections": 100000,
+        })
+    );
+    assert_eq!(
+        s["listeners"][1],
+        serde_json::json!({
+            "name": "local", "bind": "127.0.0.1:15001", "direction": "outbound",
+            "protocol": "http", "identity": "spiffe://pop.test/ns/danmaku/sa/web",
+            "idle_timeout": "90m", "max_connections": 100000,
+        })
+    );
+    let text = config.to_toml().expect("writable");
+    assert!(text.contains("[[signaling.listeners]]"), "{text}");
+    assert_eq!(
+        Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        config
+    );
+}

@@ -698,3 +698,78 @@ fn routes_and_policies_put_list_remove() {
     d.popmesh(&["service", "remove", "mixer"]).ok();
     assert!(d.popmesh(&["service", "list"]).ok().contains("(none)"));
 }
+
+#[test]
+fn service_transport_and_health_checks_put_and_list() {
+    let d = Daemon::start();
+    d.popmesh(&[
+        "service",
+        "put",
+        "--name",
+        "chat",
+        "--group",
+        "v1=127.0.0.1:9001,localhost:9002",
+        "--plaintext",
+        "--health-interval",
+        "5s",
+        "--health-path",
+        "/healthz",
+        "--health-timeout",
+        "1500ms",
+    ])
+    .ok();
+    mixer(&d);
+    let list = d.popmesh(&["service", "list"]);
+    let out = list.ok();
+    assert!(out.contains("TRANSPORT  HEALTH"), "{out}");
+    assert!(
+        out.contains("plaintext  GET /healthz every 5s, timeout 1500ms"),
+        "{out}"
+    );
+    assert!(out.contains("mtls       -"), "{out}");
+    let json = d.popmesh(&["service", "list", "--json"]).json();
+    let chat = &json["services"][0];
+    assert_eq!(chat["name"], "chat");
+    assert_eq!(chat["plaintext"], true);
+    assert_eq!(
+        chat["health_check"],
+        serde_json::json!({
+            "interval_ms": 5000, "path": "/healthz", "timeout_ms": 1500,
+            "unhealthy_threshold": 0, "healthy_threshold": 0,
+        })
+    );
+    assert_eq!(json["services"][1]["plaintext"], false);
+    assert_eq!(json["services"][1]["health_check"], serde_json::Value::Null);
+
+    // Refused before sending: cleartext to a remote endpoint, a path without an interval, a
+    // timeout longer than the interval, a duration without a unit.
+    let put = |extra: &[&str]| {
+        let mut args = vec![
+            "service",
+            "put",
+            "--name",
+            "bad",
+            "--group",
+            "v1=127.0.0.1:1",
+        ];
+        args.extend_from_slice(extra);
+        d.popmesh(&args)
+    };
+    put(&["--plaintext", "--group", "v2=10.0.0.1:80"]).fails(
+        1,
+        "service.groups[1].endpoints[0]: \"10.0.0.1:80\" is not on loopback",
+    );
+    put(&["--health-path", "/healthz"])
+        .fails(1, "service.health_check.path: is set but interval_ms is 0");
+    put(&["--health-interval", "1s", "--health-timeout", "2s"]).fails(
+        1,
+        "service.health_check.timeout_ms: 2000 ms is longer than interval_ms (1000 ms)",
+    );
+    put(&["--health-interval", "5"]).fails(2, "has no unit");
+    assert_eq!(
+        d.popmesh(&["service", "list", "--json"]).json()["services"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
