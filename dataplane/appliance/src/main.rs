@@ -361,9 +361,11 @@ fn start_lane(
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("control.{what}: cannot read {}", p.display()))
     };
-    let identity =
-        popmesh_signal::Identity::from_pem(&read("cert", &control.cert)?, &read("key", &control.key)?)
-            .with_context(|| format!("control.cert {}", control.cert.display()))?;
+    let identity = popmesh_signal::Identity::from_pem(
+        &read("cert", &control.cert)?,
+        &read("key", &control.key)?,
+    )
+    .with_context(|| format!("control.cert {}", control.cert.display()))?;
     let bundle = popmesh_signal::TrustBundle::from_pem(
         identity.spiffe_id().trust_domain(),
         &read("ca", &control.ca)?,
@@ -400,7 +402,8 @@ fn start_lane(
             .context("signaling.header_identity (checked by the config loader)")?,
         max_retry_body: sig.max_request_body_retry as usize,
     };
-    let lane = popmesh_signal::Lane::start(spec, tls, popmesh_signal::MeshTable::default(), metrics)?;
+    let lane =
+        popmesh_signal::Lane::start(spec, tls, popmesh_signal::MeshTable::default(), metrics)?;
     for (l, addr) in sig.listeners.iter().zip(&lane.bound) {
         tracing::info!(listener = %l.name, %addr, cores = ?sig.cores, "signaling listener bound");
     }

@@ -16,6 +16,7 @@
 pub mod lane;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod table;
 pub mod tls;
 pub mod trace;

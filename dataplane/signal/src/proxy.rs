@@ -373,15 +373,15 @@ fn full(b: Bytes) -> Body {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded; `te: trailers` is kept for gRPC.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
@@ -398,10 +398,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         h.remove(n);
     }
     for n in HOP_BY_HOP {
-        if keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
+        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
             continue;
         }
-        h.remove(n);
+        h.remove(*n);
     }
     if let Some(te) = h.get(header::TE) {
         if te

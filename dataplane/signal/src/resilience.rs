@@ -342,15 +342,11 @@ impl Balancer {
         if n == 0 {
             return None;
         }
-        let available: Vec<&Arc<Endpoint>> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.available(now))
-            .collect();
+        let available: Vec<&Arc<Endpoint>> =
+            self.endpoints.iter().filter(|e| e.available(now)).collect();
         let out = n - available.len();
-        let allowed = ((n as u64 * u64::from(self.max_ejection_percent)) / 100).max(
-            u64::from(n > 1 && self.max_ejection_percent > 0),
-        ) as usize;
+        let allowed = ((n as u64 * u64::from(self.max_ejection_percent)) / 100)
+            .max(u64::from(n > 1 && self.max_ejection_percent > 0)) as usize;
         let pool: Vec<&Arc<Endpoint>> = if out > allowed || available.is_empty() {
             self.endpoints.iter().collect()
         } else {
@@ -358,7 +354,11 @@ impl Balancer {
         };
         let preferred: Vec<&Arc<Endpoint>> =
             pool.iter().copied().filter(|e| e.addr != exclude).collect();
-        let pool = if preferred.is_empty() { pool } else { preferred };
+        let pool = if preferred.is_empty() {
+            pool
+        } else {
+            preferred
+        };
         let m = pool.len();
         if m == 1 {
             return Some(pool[0]);
@@ -419,7 +419,10 @@ impl fmt::Display for Overflow {
             Overflow::Requests => "active requests",
             Overflow::Retries => "retries in progress",
         };
-        write!(f, "circuit breaker open: the service is at its limit of {what}")
+        write!(
+            f,
+            "circuit breaker open: the service is at its limit of {what}"
+        )
     }
 }
 
@@ -562,7 +565,13 @@ impl RetryBudget {
             min_per_sec,
             ratio,
             slots: (0..n)
-                .map(|_| (AtomicU64::new(u64::MAX), AtomicU64::new(0), AtomicU64::new(0)))
+                .map(|_| {
+                    (
+                        AtomicU64::new(u64::MAX),
+                        AtomicU64::new(0),
+                        AtomicU64::new(0),
+                    )
+                })
                 .collect(),
         }
     }
@@ -693,7 +702,12 @@ mod tests {
         b.set_health(false, t);
         let bal = Balancer::new(vec![a.clone(), b], 50);
         for r in 0..100u64 {
-            assert_eq!(bal.pick(t, r.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().addr(), a.addr());
+            assert_eq!(
+                bal.pick(t, r.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    .unwrap()
+                    .addr(),
+                a.addr()
+            );
         }
     }
 
@@ -702,10 +716,14 @@ mod tests {
         let t = Instant::now();
         let fast = Arc::new(Endpoint::new("fast:1".into(), OutlierPolicy::default()));
         let slow = Arc::new(Endpoint::new("slow:1".into(), OutlierPolicy::default()));
-        fast.start(t).finish(t + Duration::from_millis(1), Outcome::Success);
-        slow.start(t).finish(t + Duration::from_millis(10), Outcome::Success);
+        fast.start(t)
+            .finish(t + Duration::from_millis(1), Outcome::Success);
+        slow.start(t)
+            .finish(t + Duration::from_millis(10), Outcome::Success);
         let third = Arc::new(Endpoint::new("mid:1".into(), OutlierPolicy::default()));
-        third.start(t).finish(t + Duration::from_millis(2), Outcome::Success);
+        third
+            .start(t)
+            .finish(t + Duration::from_millis(2), Outcome::Success);
         let bal = Balancer::new(vec![fast, slow, third], 100);
         let mut slow_picks = 0;
         let mut x = 0x1234_5678_9abc_def0u64;
@@ -747,7 +765,12 @@ mod tests {
         // 3 of 4 out: over the limit, all are candidates again.
         let mut seen = std::collections::HashSet::new();
         for r in 0..2000u64 {
-            seen.insert(bal.pick(t, r.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().addr().to_owned());
+            seen.insert(
+                bal.pick(t, r.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    .unwrap()
+                    .addr()
+                    .to_owned(),
+            );
         }
         assert!(seen.len() >= 3, "{seen:?}");
     }

@@ -140,6 +140,12 @@ impl fmt::Debug for TrustBundle {
     }
 }
 
+impl PartialEq for TrustBundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.trust_domain == other.trust_domain && self.anchors == other.anchors
+    }
+}
+
 impl TrustBundle {
     /// From the root certificates (PEM) of `trust_domain`.
     ///

@@ -346,9 +346,12 @@ impl Applier {
         }
         if let (Some(lane), Some((table, bundle))) = (&self.lane, mesh) {
             lane.set_table(table);
-            if let Some(bundle) = bundle {
+            if let Some(bundle) = bundle.filter(|b| *b != *lane.tls.trust_bundle()) {
                 match lane.tls.set_trust_bundle(bundle) {
-                    Ok(()) => lane.metrics.rotations.inc(),
+                    Ok(()) => {
+                        lane.metrics.rotations.inc();
+                        tracing::info!("signaling lane: new trust bundle installed");
+                    }
                     Err(e) => tracing::warn!(error = %e, "trust bundle not installed"),
                 }
             }
@@ -459,6 +462,63 @@ impl Applier {
             .collect();
         list.join(", ")
     }
+}
+
+/// Compiles a snapshot's services, routes, canaries and policies (and its trust bundle) for
+/// the signaling lane, taking over the endpoint state of the table in use.
+fn compile_mesh(
+    lane: &popmesh_signal::lane::Shared,
+    version: u64,
+    s: &ConfigSnapshot,
+) -> Result<
+    (
+        popmesh_signal::MeshTable,
+        Option<popmesh_signal::TrustBundle>,
+    ),
+    Rejection,
+> {
+    let current = lane.table.load();
+    let table = popmesh_signal::MeshTable::compile(
+        version,
+        &s.services,
+        &s.routes,
+        &s.canaries,
+        &s.policies,
+        Some(&current),
+    )
+    .map_err(|errors| Rejection {
+        reason: format!(
+            "{} mesh resource(s) cannot be applied by the signaling lane, first: {} {}: {}",
+            errors.len(),
+            errors[0].0,
+            errors[0].1,
+            errors[0].2
+        ),
+        errors: errors
+            .into_iter()
+            .take(MAX_NACK_ERRORS)
+            .map(|(kind, name, e)| ResourceError {
+                kind: kind.to_string(),
+                name,
+                reason: e.to_string(),
+            })
+            .collect(),
+    })?;
+    let bundle = match &s.trust_bundle {
+        Some(b) if !b.roots_pem.is_empty() => Some(
+            popmesh_signal::TrustBundle::from_pem(&b.trust_domain, b.roots_pem.as_bytes())
+                .map_err(|e| Rejection {
+                    reason: format!("trust bundle: {e}"),
+                    errors: vec![ResourceError {
+                        kind: "trust_bundle".to_string(),
+                        name: b.trust_domain.clone(),
+                        reason: e.to_string(),
+                    }],
+                })?,
+        ),
+        _ => None,
+    };
+    Ok((table, bundle))
 }
 
 #[cfg(test)]
@@ -738,61 +798,4 @@ mod tests {
             }
         );
     }
-}
-
-/// Compiles a snapshot's services, routes, canaries and policies (and its trust bundle) for
-/// the signaling lane, taking over the endpoint state of the table in use.
-fn compile_mesh(
-    lane: &popmesh_signal::lane::Shared,
-    version: u64,
-    s: &ConfigSnapshot,
-) -> Result<
-    (
-        popmesh_signal::MeshTable,
-        Option<popmesh_signal::TrustBundle>,
-    ),
-    Rejection,
-> {
-    let current = lane.table.load();
-    let table = popmesh_signal::MeshTable::compile(
-        version,
-        &s.services,
-        &s.routes,
-        &s.canaries,
-        &s.policies,
-        Some(&current),
-    )
-    .map_err(|errors| Rejection {
-        reason: format!(
-            "{} mesh resource(s) cannot be applied by the signaling lane, first: {} {}: {}",
-            errors.len(),
-            errors[0].0,
-            errors[0].1,
-            errors[0].2
-        ),
-        errors: errors
-            .into_iter()
-            .take(MAX_NACK_ERRORS)
-            .map(|(kind, name, e)| ResourceError {
-                kind: kind.to_string(),
-                name,
-                reason: e.to_string(),
-            })
-            .collect(),
-    })?;
-    let bundle = match &s.trust_bundle {
-        Some(b) if !b.roots_pem.is_empty() => Some(
-            popmesh_signal::TrustBundle::from_pem(&b.trust_domain, b.roots_pem.as_bytes())
-                .map_err(|e| Rejection {
-                    reason: format!("trust bundle: {e}"),
-                    errors: vec![ResourceError {
-                        kind: "trust_bundle".to_string(),
-                        name: b.trust_domain.clone(),
-                        reason: e.to_string(),
-                    }],
-                })?,
-        ),
-        _ => None,
-    };
-    Ok((table, bundle))
 }

@@ -94,7 +94,10 @@ async fn a_spoofed_identity_header_is_replaced() {
         &user,
         s.addr,
         "/pay",
-        &[("x-popmesh-peer-identity", "spiffe://pop.test/ns/admin/sa/root")],
+        &[(
+            "x-popmesh-peer-identity",
+            "spiffe://pop.test/ns/admin/sa/root",
+        )],
     )
     .await
     .unwrap();
@@ -141,7 +144,10 @@ async fn callers_without_a_valid_svid_never_complete_a_handshake() {
         Arc::new(c)
     };
     let e = handshake(s.addr, no_cert).await.unwrap_err();
-    assert!(e.contains("CertificateRequired") || e.contains("certificate"), "{e}");
+    assert!(
+        e.contains("CertificateRequired") || e.contains("certificate"),
+        "{e}"
+    );
 
     // Expired.
     let past = SystemTime::now() - Duration::from_secs(7200);
@@ -151,14 +157,19 @@ async fn callers_without_a_valid_svid_never_complete_a_handshake() {
     let expired = TlsState::new(expired, s.pki.bundle()).unwrap();
     assert!(handshake(s.addr, expired.client_config(&[])).await.is_err());
 
-    // Another trust domain (its own CA), trusting ours so only the lane can refuse.
+    // Another trust domain (its own CA). The client trusts the lane, so only the lane can
+    // refuse: it presents its evil.test SVID through the user's config.
     let other = Pki::new("evil.test");
-    let other_tls = TlsState::new(
-        other.svid("user", "user"),
-        popmesh_signal::TrustBundle::from_pem("evil.test", s.pki.roots_pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    assert!(handshake(s.addr, other_tls.client_config(&[])).await.is_err());
+    let other_tls = other.tls("user", "user");
+    let evil = {
+        let mut c = (*user.client_config(&[])).clone();
+        c.client_auth_cert_resolver = other_tls
+            .client_config(&[])
+            .client_auth_cert_resolver
+            .clone();
+        Arc::new(c)
+    };
+    assert!(handshake(s.addr, evil).await.is_err());
 
     // The good one completes.
     handshake(s.addr, user.client_config(&[])).await.unwrap();

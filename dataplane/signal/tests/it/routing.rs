@@ -73,10 +73,16 @@ async fn one_percent_split_over_100k_requests_is_sticky_and_overridable() {
     // The same user always lands on the same version.
     for i in [3, 77, 1234] {
         let user = format!("user-{i}");
-        let first = get(&c, addr, "/join", &[("x-user-id", &user)]).await.unwrap().2;
+        let first = get(&c, addr, "/join", &[("x-user-id", &user)])
+            .await
+            .unwrap()
+            .2;
         for _ in 0..20 {
             assert_eq!(
-                get(&c, addr, "/join", &[("x-user-id", &user)]).await.unwrap().2,
+                get(&c, addr, "/join", &[("x-user-id", &user)])
+                    .await
+                    .unwrap()
+                    .2,
                 first
             );
         }
@@ -133,7 +139,10 @@ async fn unknown_route_is_404_and_header_matches_route() {
     let c = client(&pki.tls("user", "user"), false);
     let addr = lane.bound[0];
     assert_eq!(get(&c, addr, "/api/x", &[]).await.unwrap().2, "a");
-    assert_eq!(get(&c, addr, "/api/x", &[("x-beta", "1")]).await.unwrap().2, "b");
+    assert_eq!(
+        get(&c, addr, "/api/x", &[("x-beta", "1")]).await.unwrap().2,
+        "b"
+    );
     let (status, _, body) = get(&c, addr, "/other", &[]).await.unwrap();
     assert_eq!(status, 404, "{body}");
 }

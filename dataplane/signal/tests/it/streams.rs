@@ -55,8 +55,9 @@ async fn thousand_websockets_survive_50_config_changes_and_an_svid_rotation() {
 
     const N: usize = 1000;
     let mut sockets = Vec::with_capacity(N);
-    for _ in 0..N {
-        sockets.push(ws_connect(addr, &user).await);
+    for _ in 0..N / 50 {
+        sockets
+            .extend(futures_util::future::join_all((0..50).map(|_| ws_connect(addr, &user))).await);
     }
     let m = metrics_text(&lane);
     assert_eq!(
@@ -107,7 +108,14 @@ async fn thousand_websockets_survive_50_config_changes_and_an_svid_rotation() {
     let mut fresh = ws_connect(addr, &user).await;
     fresh.send(Message::text("new")).await.unwrap();
     assert_eq!(
-        fresh.next().await.unwrap().unwrap().into_text().unwrap().as_str(),
+        fresh
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
         "new"
     );
     let c = client(&user, false);
@@ -174,8 +182,8 @@ async fn tcp_pass_through_is_authorized_by_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_server_streaming_keeps_messages_and_trailers() {
-    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
     let pki = Pki::new(TD);
