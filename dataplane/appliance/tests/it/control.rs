@@ -23,6 +23,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::harness::{self, collect, free_tcp, free_udp, metric, rtp};
 
+mod signaling;
+
 const APPLIANCE: &str = "pop-1";
 
 /// `target/<profile>/popmesh-ctrld`, built on demand.
