@@ -323,7 +323,7 @@ impl Service {
                 .map(|addr| {
                     old.and_then(|b| b.endpoints().iter().find(|e| e.addr() == addr))
                         .cloned()
-                        .unwrap_or_else(|| Arc::new(Endpoint::new(addr.clone(), policy.clone())))
+                        .unwrap_or_else(|| Arc::new(Endpoint::new(addr.clone(), policy)))
                 })
                 .collect();
             groups.insert(
