@@ -342,6 +342,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often the signaling lane checks `control.cert`/`control.key` for a renewed SVID.
+const SVID_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts the signaling lane when `[[signaling.listeners]]` are configured: the appliance SVID
 /// (`control.cert`, `control.key`) and trust bundle (`control.ca`) until the daemon sends its
 /// own, and an empty mesh until the agent installs the saved or the daemon's.
@@ -402,8 +405,10 @@ fn start_lane(
             .context("signaling.header_identity (checked by the config loader)")?,
         max_retry_body: sig.max_request_body_retry as usize,
     };
-    let lane =
+    let mut lane =
         popmesh_signal::Lane::start(spec, tls, popmesh_signal::MeshTable::default(), metrics)?;
+    // Renewed SVIDs (written over control.cert/key) are picked up without a restart.
+    lane.watch_identity(control.cert.clone(), control.key.clone(), SVID_RECHECK)?;
     for (l, addr) in sig.listeners.iter().zip(&lane.bound) {
         tracing::info!(listener = %l.name, %addr, cores = ?sig.cores, "signaling listener bound");
     }

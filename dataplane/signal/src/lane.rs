@@ -204,6 +204,65 @@ impl Lane {
         &self.shared
     }
 
+    /// Re-reads the SVID (`cert`, `key`, PEM) every `every` and installs it when a file
+    /// changed, without a restart: new handshakes present it, open connections stay. A file
+    /// that does not parse (half-written, wrong key) is logged and the current SVID kept; the
+    /// next change is tried again. Stops with the lane.
+    pub fn watch_identity(
+        &mut self,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let stop = self.stop.subscribe();
+        let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut last = (stamp(&cert), stamp(&key));
+        let t = std::thread::Builder::new()
+            .name("popmesh-signal-svid".into())
+            .spawn(move || {
+                let step = Duration::from_millis(100).min(every);
+                let mut waited = Duration::ZERO;
+                while !*stop.borrow() {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited < every {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    let now = (stamp(&cert), stamp(&key));
+                    if now == last {
+                        continue;
+                    }
+                    let loaded = std::fs::read(&cert)
+                        .and_then(|c| std::fs::read(&key).map(|k| (c, k)))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|(c, k)| Ok(crate::tls::Identity::from_pem(&c, &k)?))
+                        .and_then(|id| Ok(shared.tls.set_identity(id)?));
+                    match loaded {
+                        Ok(()) => {
+                            last = now;
+                            shared.metrics.rotations.inc();
+                            let id = shared.tls.identity();
+                            tracing::info!(
+                                spiffe_id = %id.spiffe_id(),
+                                not_after_unix = id.not_after_unix(),
+                                "signaling lane: new SVID installed"
+                            );
+                        }
+                        Err(e) => tracing::warn!(
+                            cert = %cert.display(),
+                            error = %e,
+                            "signaling lane: SVID files changed but cannot be used; keeping the current SVID"
+                        ),
+                    }
+                }
+            })
+            .context("starting the SVID watcher")?;
+        self.threads.push(t);
+        Ok(())
+    }
+
     /// Stops accepting, lets open requests finish for up to the drain timeout, and joins the
     /// threads.
     pub fn stop(mut self) {

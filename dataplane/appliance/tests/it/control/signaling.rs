@@ -219,6 +219,41 @@ async fn lane_takes_svids_and_mesh_from_the_daemon_and_applies_the_access_rule()
         Some(v as f64),
         "{m}"
     );
+
+    // A renewed appliance SVID written over the files is picked up without a restart, and an
+    // open connection stays open through it.
+    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut open = tokio_rustls::TlsConnector::from(user.client_config(&[]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let rotations = |dp: &harness::Daemon| {
+        metric(
+            &dp.get("/metrics"),
+            "popmesh_signal_identity_rotations_total",
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = rotations(&dp);
+    ctrld.issue_appliance(dir.path()).await;
+    let started = std::time::Instant::now();
+    while rotations(&dp) <= before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "renewed SVID not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    open.write_all(b"GET /pay/after HTTP/1.1\r\nhost: pop\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    open.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let again = call(inbound, &user, "/pay/order").await.unwrap();
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     assert!(dp.terminate().success());
 }
 
