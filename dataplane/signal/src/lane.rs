@@ -155,8 +155,8 @@ impl Lane {
             let shared = shared.clone();
             let stop_rx = stop_rx.clone();
             let name = match core {
-                Some(c) => format!("popmesh-signal-{c}"),
-                None => format!("popmesh-signal-{i}"),
+                Some(c) => format!("signal-{c}"),
+                None => format!("signal-{i}"),
             };
             let t = std::thread::Builder::new()
                 .name(name)
@@ -219,7 +219,7 @@ impl Lane {
         let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut last = (stamp(&cert), stamp(&key));
         let t = std::thread::Builder::new()
-            .name("popmesh-signal-svid".into())
+            .name("signal-svid".into())
             .spawn(move || {
                 let step = Duration::from_millis(100).min(every);
                 let mut waited = Duration::ZERO;
