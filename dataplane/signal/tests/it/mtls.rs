@@ -174,19 +174,31 @@ async fn callers_without_a_valid_svid_never_complete_a_handshake() {
     // The good one completes.
     handshake(s.addr, user.client_config(&[])).await.unwrap();
 
-    let m = metrics_text(&s.lane);
-    for reason in ["no_certificate", "expired", "unknown_issuer"] {
-        assert_eq!(
-            sample(
-                &m,
-                &[
-                    "popmesh_signal_handshake_failures_total",
-                    &format!("reason=\"{reason}\"")
-                ]
-            ),
-            Some(1.0),
-            "{reason}: {m}"
+    // Each refusal is counted by the lane's connection task right after it sends its alert.
+    let started = std::time::Instant::now();
+    let reasons = ["no_certificate", "expired", "unknown_issuer"];
+    loop {
+        let m = metrics_text(&s.lane);
+        let counts: Vec<_> = reasons
+            .iter()
+            .map(|r| {
+                sample(
+                    &m,
+                    &[
+                        "popmesh_signal_handshake_failures_total",
+                        &format!("reason=\"{r}\""),
+                    ],
+                )
+            })
+            .collect();
+        if counts.iter().all(|c| *c == Some(1.0)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{reasons:?} counted {counts:?}: {m}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -59,12 +59,21 @@ async fn thousand_websockets_survive_50_config_changes_and_an_svid_rotation() {
         sockets
             .extend(futures_util::future::join_all((0..50).map(|_| ws_connect(addr, &user))).await);
     }
-    let m = metrics_text(&lane);
-    assert_eq!(
-        sample(&m, &["popmesh_signal_streams", "listener=\"inbound\""]),
-        Some(N as f64),
-        "{m}"
-    );
+    // The lane counts a stream once both sides finished upgrading, just after the client saw
+    // its 101: wait for the last ones.
+    let started = std::time::Instant::now();
+    loop {
+        let m = metrics_text(&lane);
+        let open = sample(&m, &["popmesh_signal_streams", "listener=\"inbound\""]);
+        if open == Some(N as f64) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{open:?} streams: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 50 changes: routes, policies, endpoint list, timeouts; then a new SVID for the lane.
     let table = lane.table();

@@ -206,14 +206,21 @@ async fn lane_takes_svids_and_mesh_from_the_daemon_and_applies_the_access_rule()
         Some(1.0),
         "{m}"
     );
-    assert_eq!(
-        get(
-            "popmesh_signal_handshake_failures_total",
-            &[("reason", "no_certificate")]
-        ),
-        Some(1.0),
-        "{m}"
-    );
+    // The refusal is counted right after the lane sends its alert: wait for it.
+    let started = std::time::Instant::now();
+    while metric(
+        &dp.get("/metrics"),
+        "popmesh_signal_handshake_failures_total",
+        &[("reason", "no_certificate")],
+    ) != Some(1.0)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no_certificate refusal not counted: {}",
+            dp.get("/metrics")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         get("popmesh_signal_config_version", &[]),
         Some(v as f64),
