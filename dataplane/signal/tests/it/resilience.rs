@@ -122,7 +122,7 @@ async fn idempotent_request_is_retried_on_another_endpoint() {
 async fn over_the_request_limit_gets_503_without_waiting() {
     let pki = Pki::new(TD);
     let slow = Arc::new(Behavior::default());
-    slow.delay_ms.store(2000, Ordering::Relaxed);
+    slow.delay_ms.store(3000, Ordering::Relaxed);
     let up = http_upstream(pki.tls("room", "room"), "slow", slow).await;
     let mut svc = service("room", &[("v1", &[up])]);
     svc.circuit_breaker = Some(pb::CircuitBreaker {
@@ -148,14 +148,23 @@ async fn over_the_request_limit_gets_503_without_waiting() {
             tokio::spawn(async move { get(&c, addr, "/", &[]).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both are in flight once the service's breaker counts them.
+    let breaker = lane.table().service("room").unwrap().breaker.clone();
+    let started = Instant::now();
+    while breaker.counts().requests < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "requests never reached the lane"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let t = Instant::now();
     let (s, h, body) = get(&c, addr, "/", &[]).await.unwrap();
     let waited = t.elapsed();
     assert_eq!(s, 503, "{body}");
     assert_eq!(h["x-popmesh-overloaded"], "true");
-    // Answered by the lane, not after the upstream's 2 s.
-    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    // Answered by the lane, not after the upstream's 3 s.
+    assert!(waited < Duration::from_millis(2500), "{waited:?}");
     for h in held {
         assert_eq!(h.await.unwrap().unwrap().0, 200);
     }
