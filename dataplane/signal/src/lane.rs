@@ -121,6 +121,7 @@ impl Lane {
         table: MeshTable,
         metrics: Metrics,
     ) -> anyhow::Result<Lane> {
+        let spec_cores_first = spec.cores.first().copied();
         let cores: Vec<Option<usize>> = if spec.cores.is_empty() {
             vec![None]
         } else {
@@ -181,6 +182,31 @@ impl Lane {
                 .context("starting a signaling thread")?;
             threads.push(t);
         }
+        // Active health checks: their own small runtime on the first signaling CPU, so a
+        // slow check never sits in a request's way and never runs on a media core.
+        let health_core = spec_cores_first;
+        let t = {
+            let shared = shared.clone();
+            let stop_rx = stop_rx.clone();
+            std::thread::Builder::new()
+                .name("signal-health".into())
+                .spawn(move || {
+                    if let Some(c) = health_core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            tracing::warn!(cpu = c, "could not pin the health checker");
+                        }
+                    }
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(crate::health::run(shared, stop_rx)),
+                        Err(e) => tracing::error!(error = %e, "health-check runtime did not start"),
+                    }
+                })
+                .context("starting the health checker")?
+        };
+        threads.push(t);
         Ok(Lane {
             shared,
             stop,

@@ -7,12 +7,14 @@
 //! - [`table`]: routes, services, canary splits and authorization policies compiled from one
 //!   control-daemon config version; swapped atomically, never touching open connections.
 //! - [`resilience`]: power-of-two-choices balancing over peak-EWMA latency, outlier ejection,
-//!   circuit-breaker limits and a retry budget.
+//!   circuit-breaker limits and a retry budget; [`health`] runs the active health checks.
 //! - [`lane`]: the pinned single-threaded runtimes, one per signaling CPU, with `SO_REUSEPORT`
 //!   listeners; [`proxy`] is what each of them runs.
 //! - [`metrics`] (`popmesh_signal_*`), [`trace`] (W3C `traceparent`).
 #![forbid(unsafe_code)]
 
+mod connect;
+pub mod health;
 pub mod lane;
 pub mod metrics;
 pub mod proxy;

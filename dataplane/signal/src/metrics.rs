@@ -78,6 +78,19 @@ pub struct ListenerLabels {
     pub listener: String,
 }
 
+/// One active health check's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    /// Service.
+    pub service: String,
+    /// Version.
+    pub version: String,
+    /// `host:port`.
+    pub endpoint: String,
+    /// `pass` or `fail`.
+    pub result: &'static str,
+}
+
 /// A refused TLS handshake.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
@@ -98,6 +111,10 @@ pub struct Metrics {
     pub denied: Family<DenyLabels, Counter>,
     /// Outlier ejections.
     pub ejections: Family<EndpointLabels, Counter>,
+    /// Active health checks run, by result.
+    pub health_checks: Family<HealthCheckLabels, Counter>,
+    /// 1 while the active health checks say an endpoint is healthy, else 0.
+    pub endpoint_healthy: Family<EndpointLabels, Gauge>,
     /// Requests answered 503 because a circuit-breaker limit was reached.
     pub overflows: Family<OverflowLabels, Counter>,
     /// Retries sent.
@@ -126,6 +143,8 @@ impl Default for Metrics {
             }),
             denied: Family::default(),
             ejections: Family::default(),
+            health_checks: Family::default(),
+            endpoint_healthy: Family::default(),
             overflows: Family::default(),
             retries: Family::default(),
             connections: Family::default(),
@@ -161,6 +180,16 @@ impl Metrics {
             "popmesh_signal_ejections",
             "Times an endpoint was ejected by outlier detection.",
             m.ejections,
+        );
+        registry.register(
+            "popmesh_signal_health_checks",
+            "Active health checks of service endpoints, by result (pass, fail).",
+            m.health_checks,
+        );
+        registry.register(
+            "popmesh_signal_endpoint_healthy",
+            "1 while an endpoint passes its active health checks (0: out of rotation); only endpoints with checks on.",
+            m.endpoint_healthy,
         );
         registry.register(
             "popmesh_signal_overflows",

@@ -16,7 +16,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use popmesh_ctrl_api::SpiffeId;
@@ -24,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::connect::{overflow_of, CountingConnector};
 use crate::lane::{self, Direction, Protocol, Shared};
 use crate::metrics::{
     DenyLabels, EndpointLabels, HandshakeLabels, LatencyLabels, ListenerLabels, OverflowLabels,
@@ -44,7 +44,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// are small and an idle WebSocket should cost little (see ARCHITECTURE.md).
 const STREAM_BUFFER: usize = 2048;
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+type UpstreamClient = Client<HttpsConnector<CountingConnector>, Body>;
 
 /// Per-core upstream pools: HTTP/1.1 and HTTP/2 clients. The lane keeps the caller's HTTP
 /// version upstream (gRPC needs HTTP/2, WebSocket upgrades HTTP/1.1).
@@ -54,16 +54,17 @@ struct Upstreams {
 }
 
 impl Upstreams {
-    fn new(shared: &Shared) -> Upstreams {
+    fn new(shared: &Arc<Shared>) -> Upstreams {
         let connector = |h2: bool| {
             let cfg = (*shared.tls.client_config(&[])).clone();
             let b = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(cfg)
                 .https_or_http();
+            let tcp = CountingConnector::new(shared.clone());
             if h2 {
-                b.enable_http2().build()
+                b.enable_http2().wrap_connector(tcp)
             } else {
-                b.enable_http1().build()
+                b.enable_http1().wrap_connector(tcp)
             }
         };
         let client = |h2: bool| {
@@ -675,6 +676,14 @@ async fn handle(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let result = tokio::time::timeout(per_try.min(remaining), client.request(up)).await;
         drop(pending);
+        if let Ok(Err(e)) = &result {
+            if let Some(o) = overflow_of(e) {
+                // Refused by the connection limit before anything was sent: not the endpoint's
+                // fault, and answered at once.
+                inflight.finish(Instant::now(), Outcome::Cancelled);
+                return overflow(&ctx, &route.name, &service, &version, o);
+            }
+        }
         let now = Instant::now();
         let (outcome, response) = match result {
             Err(_) => (Outcome::Timeout, None),

@@ -29,6 +29,9 @@ pub struct MeshTable {
     services: HashMap<String, Arc<Service>>,
     /// Policies by destination service.
     policies: HashMap<String, Vec<Policy>>,
+    /// The breaker that counts connections to each endpoint (`host:port`). An endpoint in
+    /// several services counts against the first of them by name.
+    endpoint_breakers: HashMap<String, Arc<Breaker>>,
 }
 
 /// One route, compiled.
@@ -182,11 +185,25 @@ impl MeshTable {
                 .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
                 .then(b.headers.len().cmp(&a.headers.len()))
         });
+        let mut names: Vec<&String> = compiled.keys().collect();
+        names.sort();
+        let mut endpoint_breakers = HashMap::new();
+        for name in names {
+            let s = &compiled[name];
+            for b in s.groups.values() {
+                for e in b.endpoints() {
+                    endpoint_breakers
+                        .entry(e.addr().to_owned())
+                        .or_insert_with(|| s.breaker.clone());
+                }
+            }
+        }
         Ok(MeshTable {
             version,
             routes: table_routes,
             services: compiled,
             policies: table_policies,
+            endpoint_breakers,
         })
     }
 
@@ -198,6 +215,11 @@ impl MeshTable {
     /// A service by name.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.get(name)
+    }
+
+    /// The breaker that counts upstream connections to `endpoint` (`host:port`).
+    pub fn endpoint_breaker(&self, endpoint: &str) -> Option<&Arc<Breaker>> {
+        self.endpoint_breakers.get(endpoint)
     }
 
     /// Every service.

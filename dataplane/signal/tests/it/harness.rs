@@ -69,12 +69,16 @@ pub struct Behavior {
     pub fail: AtomicBool,
     /// Wait this long before answering, ms.
     pub delay_ms: AtomicU64,
-    /// Requests seen.
+    /// Requests seen (health checks not counted).
     pub hits: AtomicU64,
+    /// `GET /healthz` answers 503.
+    pub unhealthy: AtomicBool,
+    /// Health checks seen (`/healthz`).
+    pub health_hits: AtomicU64,
 }
 
 /// An HTTP/1.1 + HTTP/2 upstream with mTLS (it requires an SVID of the trust domain: the
-/// lane's). It answers `<name>` with headers `x-upstream`, `x-seen-identity`,
+/// lane's). `/healthz` answers 200 or 503 (`Behavior::unhealthy`); everything else answers `<name>` with headers `x-upstream`, `x-seen-identity`,
 /// `x-seen-traceparent`, `x-seen-version`.
 pub async fn http_upstream(
     tls: Arc<TlsState>,
@@ -98,6 +102,15 @@ pub async fn http_upstream(
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let behavior = behavior.clone();
                     async move {
+                        if req.uri().path() == "/healthz" {
+                            behavior.health_hits.fetch_add(1, Ordering::Relaxed);
+                            let sick = behavior.unhealthy.load(Ordering::Relaxed);
+                            let resp = Response::builder()
+                                .status(if sick { 503 } else { 200 })
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(resp);
+                        }
                         behavior.hits.fetch_add(1, Ordering::Relaxed);
                         let delay = behavior.delay_ms.load(Ordering::Relaxed);
                         if delay > 0 {

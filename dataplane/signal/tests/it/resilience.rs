@@ -178,3 +178,147 @@ async fn over_the_request_limit_gets_503_without_waiting() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_back() {
+    let pki = Pki::new(TD);
+    let tls = pki.tls("room", "room");
+    // "a" is slower, so the balancer prefers "b" whenever "b" is in rotation.
+    let a_b = Arc::new(Behavior::default());
+    a_b.delay_ms.store(20, Ordering::Relaxed);
+    let b_b = Arc::new(Behavior::default());
+    let a = http_upstream(tls.clone(), "a", a_b).await;
+    let b = http_upstream(tls, "b", b_b.clone()).await;
+    let mut svc = service("room", &[("v1", &[a, b])]);
+    svc.health_check = Some(pb::HealthCheck {
+        interval_ms: 500,
+        path: "/healthz".into(),
+        timeout_ms: 400,
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+    });
+    let mesh = Mesh {
+        services: vec![svc],
+        routes: vec![route("room", "/", "room")],
+        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
+        ..Mesh::default()
+    };
+    let lane = lane(
+        pki.tls("appliances", "pop-1"),
+        &mesh,
+        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
+    );
+    let c = client(&pki.tls("user", "user"), false);
+    let lane_ref = &lane;
+    let wait_for = |want: f64| async move {
+        let started = Instant::now();
+        loop {
+            let m = metrics_text(lane_ref);
+            let now = sample(
+                &m,
+                &[
+                    "popmesh_signal_endpoint_healthy",
+                    &format!("endpoint=\"{b}\""),
+                ],
+            );
+            if now == Some(want) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "endpoint never became {want}: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(1.0).await;
+    b_b.unhealthy.store(true, Ordering::Relaxed);
+    wait_for(0.0).await;
+    let before = b_b.hits.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        let (s, _, body) = get(&c, lane.bound[0], "/", &[]).await.unwrap();
+        assert_eq!((s, body.as_str()), (200, "a"));
+    }
+    assert_eq!(
+        b_b.hits.load(Ordering::Relaxed),
+        before,
+        "no traffic while unhealthy"
+    );
+    b_b.unhealthy.store(false, Ordering::Relaxed);
+    wait_for(1.0).await;
+    for _ in 0..20 {
+        assert_eq!(get(&c, lane.bound[0], "/", &[]).await.unwrap().0, 200);
+    }
+    assert!(
+        b_b.hits.load(Ordering::Relaxed) > before,
+        "back in rotation"
+    );
+    assert!(b_b.health_hits.load(Ordering::Relaxed) >= 3);
+    let m = metrics_text(&lane);
+    assert!(
+        sample(
+            &m,
+            &["popmesh_signal_health_checks_total", "result=\"fail\""]
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_connection_limit_gets_503_without_waiting() {
+    let pki = Pki::new(TD);
+    let slow = Arc::new(Behavior::default());
+    slow.delay_ms.store(3000, Ordering::Relaxed);
+    let up = http_upstream(pki.tls("room", "room"), "slow", slow).await;
+    let mut svc = service("room", &[("v1", &[up])]);
+    svc.circuit_breaker = Some(pb::CircuitBreaker {
+        max_connections: 1,
+        ..Default::default()
+    });
+    let mesh = Mesh {
+        services: vec![svc],
+        routes: vec![route("room", "/", "room")],
+        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
+        ..Mesh::default()
+    };
+    let lane = lane(
+        pki.tls("appliances", "pop-1"),
+        &mesh,
+        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
+    );
+    let addr = lane.bound[0];
+    // HTTP/1.1: a busy connection cannot take a second request, so it needs a new one.
+    let c = client(&pki.tls("user", "user"), false);
+    let held = {
+        let c = c.clone();
+        tokio::spawn(async move { get(&c, addr, "/", &[]).await })
+    };
+    let breaker = lane.table().service("room").unwrap().breaker.clone();
+    let started = Instant::now();
+    while breaker.counts().connections < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first request never opened its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c2 = client(&pki.tls("user", "user"), false);
+    let t = Instant::now();
+    let (s, h, body) = get(&c2, addr, "/", &[]).await.unwrap();
+    let waited = t.elapsed();
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(h["x-popmesh-overloaded"], "true");
+    assert!(waited < Duration::from_millis(2500), "{waited:?}");
+    assert_eq!(held.await.unwrap().unwrap().0, 200);
+    let m = metrics_text(&lane);
+    assert_eq!(
+        sample(
+            &m,
+            &["popmesh_signal_overflows_total", "limit=\"connections\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
