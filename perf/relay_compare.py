@@ -36,12 +36,15 @@ SINK_BASE = 47100
 ADMIN = "127.0.0.1:47900"
 
 
-def build():
-    subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "-p", "popmesh-dataplane", "-p", "popmesh-perf"],
-        cwd=ROOT,
-        check=True,
-    )
+def build(extra_packages=(), low_priority=False):
+    """cargo build --release of the binaries used here; low_priority: nice 19, one job
+    (a shared machine)."""
+    cmd = ["cargo", "build", "--release", "--quiet", "-p", "popmesh-dataplane", "-p", "popmesh-perf"]
+    for p in extra_packages:
+        cmd += ["-p", p]
+    if low_priority:
+        cmd = ["nice", "-n", "19"] + cmd + ["-j", "1"]
+    subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def cpu_ns(pid):
@@ -54,6 +57,20 @@ def cpu_ns(pid):
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def thread_cpu_ns(pid, comm):
+    """On-CPU nanoseconds of the thread of pid whose name (/proc/.../comm) is comm, or None."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                return int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return None
 
 
 def http_get(path):
@@ -97,11 +114,12 @@ subscribers = [{subs}]
         )
 
 
-def start_relay(kind, args, fanout, tmp):
+def start_relay(kind, args, fanout, tmp, log=None):
+    """log: a file for popmesh-dataplane's stderr (default: inherited)."""
     if kind == "popmesh":
         cfg = os.path.join(tmp, "popmesh.toml")
         popmesh_config(cfg, args.sut_core, fanout, args.coalesce)
-        p = subprocess.Popen([os.path.join(BIN, "popmesh-dataplane"), "--config", cfg])
+        p = subprocess.Popen([os.path.join(BIN, "popmesh-dataplane"), "--config", cfg], stderr=log)
         deadline = time.time() + 15
         while True:
             try:
@@ -110,6 +128,8 @@ def start_relay(kind, args, fanout, tmp):
             except OSError:
                 pass
             if p.poll() is not None or time.time() > deadline:
+                p.kill()
+                p.wait()
                 raise RuntimeError("popmesh-dataplane did not become ready")
             time.sleep(0.05)
         return p

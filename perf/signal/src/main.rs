@@ -13,6 +13,12 @@
 //!   directly, one through the lane) and report their RSS growth; the difference per socket is
 //!   what the lane holds (both of its TLS legs and the copy task).
 //!
+//! - `--lane-only`: background signaling load for other benchmarks (`perf/media_under_signal.py`
+//!   runs it next to the media lane). No direct phases and no WebSocket figure: after the
+//!   warm-up it prints `lane-only: load starts` on stderr, runs `--rounds` lane phases of
+//!   `--duration` seconds, and reports the requests completed, errors, completed requests/s, the
+//!   P50/P99 and the lane thread's CPU share.
+//!
 //! Every phase is bounded by `--duration`; nothing outlives the process.
 
 use std::convert::Infallible;
@@ -65,6 +71,10 @@ struct Args {
     /// Print the JSON summary only.
     #[arg(long)]
     json: bool,
+    /// Lane phases only (a signaling load for other benchmarks): no direct phases, no
+    /// WebSocket figure (`--websockets` is not used).
+    #[arg(long)]
+    lane_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -401,16 +411,28 @@ fn main() -> anyhow::Result<()> {
         let user = pki.tls("user", "user")?;
         let clients: Vec<H2Client> = (0..args.connections).map(|_| h2_client(&user)).collect();
         // Warm both paths (connections, TLS sessions, pools).
-        let _ = phase(&clients, up, 200, Duration::from_secs(1)).await;
+        if !args.lane_only {
+            let _ = phase(&clients, up, 200, Duration::from_secs(1)).await;
+        }
         let _ = phase(&clients, lane.bound[0], 200, Duration::from_secs(1)).await;
+        if args.lane_only {
+            // The caller starts its own measurement on this line.
+            eprintln!("lane-only: load starts");
+        }
         let dur = Duration::from_secs(args.duration);
         let (mut d50, mut d99, mut l50, mut l99, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut lane_share, mut lane_ok, mut lane_rps) = (vec![], 0u64, vec![]);
         let mut errors = 0;
         for round in 0..args.rounds {
-            let (h, e) = phase(&clients, up, args.rate, dur).await;
-            errors += e;
-            d50.push(h.value_at_quantile(0.5) as f64);
-            d99.push(h.value_at_quantile(0.99) as f64);
+            let h = if args.lane_only {
+                None
+            } else {
+                let (h, e) = phase(&clients, up, args.rate, dur).await;
+                errors += e;
+                d50.push(h.value_at_quantile(0.5) as f64);
+                d99.push(h.value_at_quantile(0.99) as f64);
+                Some(h)
+            };
             let c0 = thread_cpu_ns(&lane_thread).unwrap_or(0);
             let t0 = Instant::now();
             let (h2, e) = phase(&clients, lane.bound[0], args.rate, dur).await;
@@ -421,18 +443,46 @@ fn main() -> anyhow::Result<()> {
             l99.push(h2.value_at_quantile(0.99) as f64);
             let share = spent / 1e9 / wall;
             cpu.push(share * 100.0 / (f64::from(args.rate) / 1000.0));
+            lane_share.push(share * 100.0);
+            lane_ok += h2.len();
+            lane_rps.push(h2.len() as f64 / dur.as_secs_f64());
             if !args.json {
+                let direct = h.map_or("-".to_string(), |h| {
+                    format!(
+                        "P50 {} us P99 {} us",
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99)
+                    )
+                });
                 eprintln!(
-                    "round {round}: direct P50 {} us P99 {} us | lane P50 {} us P99 {} us | lane CPU {:.2}% of a core",
-                    h.value_at_quantile(0.5),
-                    h.value_at_quantile(0.99),
+                    "round {round}: direct {direct} | lane P50 {} us P99 {} us, {} requests | lane CPU {:.2}% of a core",
                     h2.value_at_quantile(0.5),
                     h2.value_at_quantile(0.99),
+                    h2.len(),
                     share * 100.0
                 );
             }
         }
         lane.stop();
+        if args.lane_only {
+            let (ml50, ml99) = (median(l50), median(l99));
+            return anyhow::Ok(serde_json::json!({
+                "mode": "lane-only",
+                "rate": args.rate,
+                "duration_s": args.duration,
+                "rounds": args.rounds,
+                "connections": args.connections,
+                "lane_core": args.lane_core,
+                "load_core": args.load_core,
+                "requests_ok": lane_ok,
+                "errors": errors,
+                "completed_rps": median(lane_rps),
+                "lane_p50_us": ml50,
+                "lane_p99_us": ml99,
+                "lane_cpu_percent": median(lane_share),
+                "lane_cpu_percent_per_1000_rps": median(cpu),
+            }));
+        }
         let (md50, md99, ml50, ml99) = (median(d50), median(d99), median(l50), median(l99));
         anyhow::Ok(serde_json::json!({
             "rate": args.rate,
@@ -450,7 +500,7 @@ fn main() -> anyhow::Result<()> {
         }))
     })?;
     let mut summary = summary;
-    if args.websockets > 0 {
+    if args.websockets > 0 && !args.lane_only {
         let exe = std::env::current_exe()?;
         let run = |via_lane: bool| -> anyhow::Result<u64> {
             let mut cmd = std::process::Command::new(&exe);
@@ -481,7 +531,7 @@ fn main() -> anyhow::Result<()> {
         summary["ws_rss_lane_bytes"] = serde_json::json!(lane);
         summary["lane_bytes_per_idle_websocket"] = serde_json::json!(per);
     }
-    if !args.json {
+    if !args.json && !args.lane_only {
         eprintln!(
             "added latency at {} req/s: P50 {:+} us, P99 {:+} us (medians of {} rounds); lane CPU {:.2}% of a core per 1,000 req/s",
             args.rate,
