@@ -328,3 +328,24 @@ pub fn sample(text: &str, parts: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A lane with the appliance SVID `pop-1` and one inbound HTTP listener, serving `mesh`.
+pub fn inbound_lane(pki: &Pki, mesh: &Mesh) -> Lane {
+    lane(
+        pki.tls("appliances", "pop-1"),
+        mesh,
+        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
+    )
+}
+
+/// [`inbound_lane`] for the one service `svc` (named "room"), routed at "/", which users
+/// (`spiffe://pop.test/ns/user/sa/*`) may call.
+pub fn room_lane(pki: &Pki, svc: pb::Service) -> Lane {
+    let mesh = Mesh {
+        services: vec![svc],
+        routes: vec![route("room", "/", "room")],
+        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
+        ..Mesh::default()
+    };
+    inbound_lane(pki, &mesh)
+}

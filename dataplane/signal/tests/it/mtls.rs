@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use popmesh_signal::tls::TlsState;
-use popmesh_signal::{Direction, Protocol};
 
 use crate::harness::*;
 
@@ -29,11 +28,7 @@ async fn setup() -> Setup {
         )],
         ..Mesh::default()
     };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = inbound_lane(&pki, &mesh);
     let addr = lane.bound[0];
     Setup { pki, lane, addr }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use popmesh_ctrl_api::pb;
-use popmesh_signal::{Direction, Protocol};
 
 use crate::harness::*;
 
@@ -28,17 +27,7 @@ async fn failing_endpoint_is_ejected_traffic_moves_and_it_returns_after_recovery
         base_ejection_ms: 3000,
         max_ejection_percent: 50,
     });
-    let mesh = Mesh {
-        services: vec![svc],
-        routes: vec![route("room", "/", "room")],
-        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
-        ..Mesh::default()
-    };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = room_lane(&pki, svc);
     let addr = lane.bound[0];
     let c = client(&pki.tls("user", "user"), false);
 
@@ -94,17 +83,7 @@ async fn idempotent_request_is_retried_on_another_endpoint() {
         per_try_timeout_ms: 0,
         retry_on: vec!["5xx".into()],
     });
-    let mesh = Mesh {
-        services: vec![svc],
-        routes: vec![route("room", "/", "room")],
-        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
-        ..Mesh::default()
-    };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = room_lane(&pki, svc);
     let c = client(&pki.tls("user", "user"), false);
     for _ in 0..50 {
         let (s, _, body) = get(&c, lane.bound[0], "/", &[]).await.unwrap();
@@ -129,17 +108,7 @@ async fn over_the_request_limit_gets_503_without_waiting() {
         max_requests: 2,
         ..Default::default()
     });
-    let mesh = Mesh {
-        services: vec![svc],
-        routes: vec![route("room", "/", "room")],
-        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
-        ..Mesh::default()
-    };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = room_lane(&pki, svc);
     let addr = lane.bound[0];
     let c = client(&pki.tls("user", "user"), true);
     let held: Vec<_> = (0..2)
@@ -197,17 +166,7 @@ async fn failing_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_ba
         unhealthy_threshold: 2,
         healthy_threshold: 1,
     });
-    let mesh = Mesh {
-        services: vec![svc],
-        routes: vec![route("room", "/", "room")],
-        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
-        ..Mesh::default()
-    };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = room_lane(&pki, svc);
     let c = client(&pki.tls("user", "user"), false);
     let lane_ref = &lane;
     let wait_for = |want: f64| async move {
@@ -277,17 +236,7 @@ async fn over_the_connection_limit_gets_503_without_waiting() {
         max_connections: 1,
         ..Default::default()
     });
-    let mesh = Mesh {
-        services: vec![svc],
-        routes: vec![route("room", "/", "room")],
-        policies: vec![allow("u", "spiffe://pop.test/ns/user/sa/*", "room")],
-        ..Mesh::default()
-    };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = room_lane(&pki, svc);
     let addr = lane.bound[0];
     // HTTP/1.1: a busy connection cannot take a second request, so it needs a new one.
     let c = client(&pki.tls("user", "user"), false);

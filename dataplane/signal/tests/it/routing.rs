@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use popmesh_ctrl_api::pb;
-use popmesh_signal::{Direction, Protocol};
 
 use crate::harness::*;
 
@@ -34,11 +33,7 @@ async fn one_percent_split_over_100k_requests_is_sticky_and_overridable() {
         }],
         policies: vec![allow("users", "spiffe://pop.test/ns/user/sa/*", "room")],
     };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = inbound_lane(&pki, &mesh);
     let addr = lane.bound[0];
     let c = client(&pki.tls("user", "user"), true);
 
@@ -131,11 +126,7 @@ async fn unknown_route_is_404_and_header_matches_route() {
         ],
         ..Mesh::default()
     };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = inbound_lane(&pki, &mesh);
     let c = client(&pki.tls("user", "user"), false);
     let addr = lane.bound[0];
     assert_eq!(get(&c, addr, "/api/x", &[]).await.unwrap().2, "a");

@@ -45,11 +45,7 @@ async fn thousand_websockets_survive_50_config_changes_and_an_svid_rotation() {
         ],
         ..Mesh::default()
     };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = inbound_lane(&pki, &mesh);
     let addr = lane.bound[0];
     let user = pki.tls("user", "user");
 
@@ -228,11 +224,7 @@ async fn grpc_server_streaming_keeps_messages_and_trailers() {
         policies: vec![allow("h", "spiffe://pop.test/ns/user/sa/*", "health")],
         ..Mesh::default()
     };
-    let lane = lane(
-        pki.tls("appliances", "pop-1"),
-        &mesh,
-        vec![listener("inbound", Direction::Inbound, Protocol::Http)],
-    );
+    let lane = inbound_lane(&pki, &mesh);
     let addr = lane.bound[0];
     let user = pki.tls("user", "user");
     let channel = tonic::transport::Endpoint::from_static("http://lane")
