@@ -10,7 +10,8 @@
 //!   circuit-breaker limits and a retry budget; [`health`] runs the active health checks.
 //! - [`lane`]: the pinned single-threaded runtimes, one per signaling CPU, with `SO_REUSEPORT`
 //!   listeners; [`proxy`] is what each of them runs.
-//! - [`metrics`] (`popmesh_signal_*`), [`trace`] (W3C `traceparent`).
+//! - [`metrics`] (`popmesh_signal_*`), [`trace`] (W3C `traceparent`); `splice` copies
+//!   upgraded and pass-through streams both ways without a buffer per idle stream.
 #![forbid(unsafe_code)]
 
 mod connect;
@@ -19,6 +20,7 @@ pub mod lane;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
+mod splice;
 pub mod table;
 pub mod tls;
 pub mod trace;

@@ -40,9 +40,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Copy buffer per direction of an upgraded or pass-through stream. Small: signaling messages
-/// are small and an idle WebSocket should cost little (see ARCHITECTURE.md).
-const STREAM_BUFFER: usize = 2048;
 
 type UpstreamClient = Client<HttpsConnector<CountingConnector>, Body>;
 
@@ -171,6 +168,7 @@ async fn accept_loop(
                 listener: i,
                 peer,
                 identity: None,
+                series: SeriesCache::default(),
             };
             match shared.spec.listeners[i].direction {
                 Direction::Inbound => {
@@ -235,12 +233,30 @@ fn handshake_reason(e: &std::io::Error) -> &'static str {
 }
 
 /// Who is on the other end of a downstream connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ConnInfo {
     listener: usize,
     peer: SocketAddr,
     /// The caller's identity: its SVID (inbound) or the listener's (outbound).
     identity: Option<SpiffeId>,
+    /// The request series its last request counted in.
+    series: SeriesCache,
+}
+
+/// The request counter and latency histogram of a connection's last request. A connection's
+/// requests mostly share route, version and status class, so [`finish`] then neither builds
+/// the label strings nor hashes them into the families.
+#[derive(Debug, Default)]
+struct SeriesCache(std::sync::Mutex<Option<CachedSeries>>);
+
+#[derive(Debug)]
+struct CachedSeries {
+    route: String,
+    service: String,
+    version: String,
+    class: &'static str,
+    requests: prometheus_client::metrics::counter::Counter,
+    latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 async fn serve<IO>(
@@ -441,6 +457,8 @@ struct Ctx<'a> {
     grpc: bool,
     trace: TraceParent,
     span_id: u64,
+    /// The `traceparent` sent on: this request's span under the caller's trace.
+    traceparent: Option<HeaderValue>,
 }
 
 async fn handle(
@@ -458,6 +476,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| TraceParent::parse(v).ok())
         .unwrap_or_else(|| TraceParent::root(|| fastrand::u64(..)));
+    // Unique per request: sent never-indexed so it does not churn either leg's HPACK table.
+    let traceparent = HeaderValue::from_str(&trace.child(span_id).to_string())
+        .ok()
+        .map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
     let ctx = Ctx {
         shared: &shared,
         conn: &conn,
@@ -467,6 +492,7 @@ async fn handle(
         grpc: is_grpc(req.headers()),
         trace,
         span_id,
+        traceparent,
     };
     let span = tracing::debug_span!(
         "proxy",
@@ -547,8 +573,8 @@ async fn handle(
             parts.headers.insert(id_header.clone(), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&trace.child(span_id).to_string()) {
-        parts.headers.insert("traceparent", v);
+    if let Some(v) = &ctx.traceparent {
+        parts.headers.insert("traceparent", v.clone());
     }
     if let Some(fwd) = forwarded_for(&parts.headers, conn.peer) {
         parts.headers.insert("x-forwarded-for", fwd);
@@ -804,13 +830,7 @@ async fn handle(
                             g.inc();
                             let mut d = TokioIo::new(d);
                             let mut u = TokioIo::new(u);
-                            let _ = tokio::io::copy_bidirectional_with_sizes(
-                                &mut d,
-                                &mut u,
-                                STREAM_BUFFER,
-                                STREAM_BUFFER,
-                            )
-                            .await;
+                            let _ = crate::splice::copy_both(&mut d, &mut u).await;
                             g.dec();
                         }
                         (d, u) => {
@@ -898,33 +918,64 @@ fn finish(
     let elapsed = ctx.started.elapsed();
     let (route, service) = target.map_or(("", ""), |(r, s)| (r, s.name()));
     let listener = &ctx.shared.spec.listeners[ctx.conn.listener].name;
-    let source = ctx
-        .conn
-        .identity
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let m = &ctx.shared.metrics;
-    m.requests
-        .get_or_create(&RequestLabels {
-            listener: listener.clone(),
-            route: route.to_owned(),
-            service: service.to_owned(),
-            version: version.to_owned(),
-            source: source.clone(),
-            class: status_class(resp.status()),
-        })
-        .inc();
-    if !service.is_empty() {
-        m.latency
-            .get_or_create(&LatencyLabels {
+    let source = || {
+        ctx.conn
+            .identity
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    let class = status_class(resp.status());
+    {
+        let m = &ctx.shared.metrics;
+        let mut cache = ctx
+            .conn
+            .series
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hit = cache.as_ref().is_some_and(|c| {
+            c.class == class && c.route == route && c.service == service && c.version == version
+        });
+        if !hit {
+            let requests = m
+                .requests
+                .get_or_create(&RequestLabels {
+                    listener: listener.clone(),
+                    route: route.to_owned(),
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    source: source(),
+                    class,
+                })
+                .clone();
+            let latency = (!service.is_empty()).then(|| {
+                m.latency
+                    .get_or_create(&LatencyLabels {
+                        route: route.to_owned(),
+                        service: service.to_owned(),
+                        version: version.to_owned(),
+                    })
+                    .clone()
+            });
+            *cache = Some(CachedSeries {
                 route: route.to_owned(),
                 service: service.to_owned(),
                 version: version.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+                class,
+                requests,
+                latency,
+            });
+        }
+        if let Some(c) = cache.as_ref() {
+            c.requests.inc();
+            if let Some(h) = &c.latency {
+                h.observe(elapsed.as_secs_f64());
+            }
+        }
     }
     if ctx.shared.spec.access_log {
+        let source = source();
         tracing::info!(
             target: "popmesh::access",
             listener = %listener,
@@ -942,8 +993,8 @@ fn finish(
             span_id = %format_args!("{:016x}", ctx.span_id),
         );
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.trace.child(ctx.span_id).to_string()) {
-        resp.headers_mut().insert("traceparent", v);
+    if let Some(v) = &ctx.traceparent {
+        resp.headers_mut().insert("traceparent", v.clone());
     }
     resp
 }
@@ -1036,13 +1087,7 @@ where
     if service.spec.plaintext {
         inflight.finish(Instant::now(), Outcome::Success);
         let mut tcp = tcp;
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut io,
-            &mut tcp,
-            STREAM_BUFFER,
-            STREAM_BUFFER,
-        )
-        .await;
+        let _ = crate::splice::copy_both(&mut io, &mut tcp).await;
         return;
     }
     let connector = tokio_rustls::TlsConnector::from(shared.tls.client_config(&[]));
@@ -1061,13 +1106,7 @@ where
     match connector.connect(name, tcp).await {
         Ok(mut up) => {
             inflight.finish(Instant::now(), Outcome::Success);
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut io,
-                &mut up,
-                STREAM_BUFFER,
-                STREAM_BUFFER,
-            )
-            .await;
+            let _ = crate::splice::copy_both(&mut io, &mut up).await;
         }
         Err(e) => {
             tracing::debug!(endpoint = endpoint.addr(), error = %e, "upstream TLS failed");
