@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::stall::StallRecord;
 use crate::stats::TrafficSummary;
 
 /// `popmesh-rtp send` result.
@@ -45,6 +46,9 @@ pub struct ListenerReport {
     /// Receive statistics.
     #[serde(flatten)]
     pub stats: TrafficSummary,
+    /// Gaps above `--stall-gap` between this listener's packets; absent without the flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalls: Option<StallRecord>,
 }
 
 /// `popmesh-rtp sink` result.
@@ -54,6 +58,9 @@ pub struct SinkReport {
     pub tool: &'static str,
     /// Seconds the sink ran.
     pub duration_s: f64,
+    /// CLOCK_MONOTONIC ns when the sink started receiving (the origin of `per_second_packets`
+    /// and of the latency interval log).
+    pub start_monotonic_ns: u64,
     /// `"duration"`, `"expect"` (every listener got `--expect` packets) or
     /// `"idle"` (`--idle-exit` seconds without a packet).
     pub stop_reason: &'static str,
@@ -63,6 +70,23 @@ pub struct SinkReport {
     pub listeners: Vec<ListenerReport>,
     /// All listeners added together.
     pub total: TrafficSummary,
+    /// Packets received in each second since `start_monotonic_ns` (all listeners); only with
+    /// `--per-second`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_second_packets: Option<Vec<u64>>,
+    /// Packets received in each `--interval-ms` interval since `start_monotonic_ns` (all
+    /// listeners); only with `--interval-ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_packets: Option<IntervalPackets>,
+}
+
+/// Packets per fixed interval of a sink run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntervalPackets {
+    /// Interval width, ms.
+    pub interval_ms: u32,
+    /// Packets received in interval i (from `start_monotonic_ns + i * interval_ms`).
+    pub counts: Vec<u64>,
 }
 
 /// `popmesh-plain-relay` result.

@@ -222,7 +222,7 @@ impl StreamTracker {
 }
 
 /// Latency histogram in ns with the bounds every summary shares.
-fn new_latency_histogram() -> Histogram<u64> {
+pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, LATENCY_SIGFIG)
         .expect("constant histogram bounds are valid (low >= 1, high >= 2 * low, sigfig <= 5)")
 }
@@ -272,6 +272,17 @@ impl ListenerStats {
     /// Accounts one datagram that arrived at `arrival_ns` (CLOCK_MONOTONIC).
     /// Never panics, whatever the bytes.
     pub fn handle_datagram(&mut self, arrival_ns: u64, datagram: &[u8]) -> Verdict {
+        self.handle_datagram_timed(arrival_ns, datagram).0
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) that also returns the probe's one-way
+    /// latency in ns (`None` for malformed datagrams and send times after the arrival), so a
+    /// caller can keep further histograms (per interval, say) without parsing twice.
+    pub fn handle_datagram_timed(
+        &mut self,
+        arrival_ns: u64,
+        datagram: &[u8],
+    ) -> (Verdict, Option<u64>) {
         self.packets += 1;
         self.bytes += datagram.len() as u64;
         self.first_arrival_ns = Some(
@@ -284,7 +295,7 @@ impl ListenerStats {
             Ok(probe) => probe,
             Err(error) => {
                 self.malformed += 1;
-                return Verdict::Malformed(error);
+                return (Verdict::Malformed(error), None);
             }
         };
         self.probes += 1;
@@ -301,7 +312,8 @@ impl ListenerStats {
             Verdict::Untracked
         };
 
-        match arrival_ns.checked_sub(probe.send_time_ns) {
+        let latency = arrival_ns.checked_sub(probe.send_time_ns);
+        match latency {
             Some(latency_ns) => {
                 self.latency_ns.saturating_record(latency_ns.max(1));
                 self.latency_min_ns = self.latency_min_ns.min(latency_ns);
@@ -309,7 +321,7 @@ impl ListenerStats {
             }
             None => self.latency_negative += 1,
         }
-        verdict
+        (verdict, latency)
     }
 
     /// Datagrams received so far (probes and malformed).

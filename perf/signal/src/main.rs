@@ -140,41 +140,16 @@ async fn upstream(tls: Arc<TlsState>) -> anyhow::Result<SocketAddr> {
                     |req: http::Request<hyper::body::Incoming>| async move {
                         if req.uri().path() == "/ws" {
                             let mut req = req;
-                            let key = req
-                                .headers()
-                                .get("sec-websocket-key")
-                                .cloned()
-                                .unwrap_or(http::HeaderValue::from_static(""));
-                            let accept =
-                                tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-                                    key.as_bytes(),
-                                );
-                            let up = hyper::upgrade::on(&mut req);
-                            tokio::spawn(async move {
-                                if let Ok(io) = up.await {
-                                    let mut ws =
-                                        tokio_tungstenite::WebSocketStream::from_raw_socket(
-                                            TokioIo::new(io),
-                                            tokio_tungstenite::tungstenite::protocol::Role::Server,
-                                            None,
-                                        )
-                                        .await;
+                            return Ok::<_, Infallible>(popmesh_signal_bench::ws::accept(
+                                &mut req,
+                                |mut ws| async move {
                                     while let Some(Ok(m)) = ws.next().await {
                                         if m.is_close() || ws.send(m).await.is_err() {
                                             break;
                                         }
                                     }
-                                }
-                            });
-                            return Ok::<_, Infallible>(
-                                http::Response::builder()
-                                    .status(101)
-                                    .header("connection", "upgrade")
-                                    .header("upgrade", "websocket")
-                                    .header("sec-websocket-accept", accept)
-                                    .body(Full::new(Bytes::new()))
-                                    .expect("static response"),
-                            );
+                                },
+                            ));
                         }
                         Ok(http::Response::new(Full::new(Bytes::from_static(
                             &[b'x'; 64],
@@ -361,8 +336,12 @@ fn ws_child(via_lane: bool, n: usize, lane_core: usize) -> anyhow::Result<()> {
             let tcp = tokio::net::TcpStream::connect(target).await?;
             let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
             let s = connector.connect(name, tcp).await?;
-            let (mut ws, _) =
-                tokio_tungstenite::client_async(format!("wss://{target}/ws"), s).await?;
+            let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+                format!("wss://{target}/ws"),
+                s,
+                Some(popmesh_signal_bench::ws::small_config()),
+            )
+            .await?;
             ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
                 .await?;
             ws.next().await.context("closed")??;

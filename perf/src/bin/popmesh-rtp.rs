@@ -15,8 +15,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::MsgFlags;
 use popmesh_perf::args::{check_target, parse_secs};
+use popmesh_perf::hlog::IntervalLog;
 use popmesh_perf::probe::{rtp_timestamp_at, ProbeRepr, MIN_PACKET_LEN, SSRC_BASE};
-use popmesh_perf::report::{ListenerReport, SendReport, SinkReport};
+use popmesh_perf::report::{IntervalPackets, ListenerReport, SendReport, SinkReport};
+use popmesh_perf::stall::StallDetector;
 use popmesh_perf::stats::{ListenerStats, TrafficSummary, MAX_STREAMS};
 use popmesh_perf::sys::{
     bind_udp, grow_receive_buffer, monotonic_ns, recv_batch, send_batch, RecvBuffers, RecvHeaders,
@@ -86,7 +88,12 @@ struct SendArgs {
     /// Stop after this many packets (whichever of --count and --duration comes first).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Local address to send from (SO_REUSEADDR, shared by the per-destination sockets).
+    /// First stream index: stream i carries index BASE+i and SSRC 0x504d0000+BASE+i, so two
+    /// senders feeding one receiver (audio and video of one publisher) stay distinct streams.
+    #[arg(long, value_name = "BASE", default_value_t = 0)]
+    stream_base: u32,
+    /// Local address to send from (SO_REUSEADDR, shared by the per-destination sockets, and by
+    /// other senders given the same --bind, e.g. the audio and video of one publisher).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
     /// Write the JSON summary to this file.
@@ -118,6 +125,21 @@ struct SinkArgs {
     /// Write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Count a gap longer than this between two packets of one listen address as a stall, and
+    /// report each listener's stalls (start, length; CLOCK_MONOTONIC ns) in the JSON.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    stall_gap: Option<Duration>,
+    /// Write the one-way latency of all listeners as an HdrHistogram interval log (V2, one
+    /// interval per second, values in ns) to this file.
+    #[arg(long, value_name = "FILE")]
+    hlog: Option<PathBuf>,
+    /// Add the packets received in each second of the run (all listeners) to the JSON.
+    #[arg(long)]
+    per_second: bool,
+    /// Add the packets received in each interval of this many ms (all listeners) to the JSON as
+    /// `interval_packets`, for a finer timeline than --per-second (recovery times), 10..=1000.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(10..=1000))]
+    interval_ms: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +177,13 @@ fn usage_error(e: &anyhow::Error) -> ExitCode {
 fn validate_send(args: &SendArgs) -> anyhow::Result<()> {
     for (i, addr) in args.to.iter().enumerate() {
         check_target(*addr, args.allow_remote).with_context(|| format!("--to[{i}]"))?;
+    }
+    if args.stream_base.checked_add(args.streams).is_none() {
+        bail!(
+            "--stream-base {}: with --streams {} the stream indexes pass 2^32",
+            args.stream_base,
+            args.streams
+        );
     }
     if (args.streams as usize) < args.to.len() {
         bail!(
@@ -258,8 +287,8 @@ fn run_send(args: &SendArgs) -> anyhow::Result<()> {
             let repr = ProbeRepr {
                 rtp_seq: *seq,
                 rtp_timestamp: rtp_timestamp_at(send_ns.saturating_sub(start_ns)),
-                ssrc: SSRC_BASE.wrapping_add(stream as u32),
-                stream_index: stream as u32,
+                ssrc: SSRC_BASE.wrapping_add(args.stream_base.wrapping_add(stream as u32)),
+                stream_index: args.stream_base.wrapping_add(stream as u32),
                 send_time_ns: send_ns,
                 probe_seq: *pseq,
             };
@@ -352,19 +381,38 @@ fn run_sink(args: &SinkArgs) -> anyhow::Result<()> {
     }
 
     let mut stats: Vec<ListenerStats> = sockets.iter().map(|_| ListenerStats::new()).collect();
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let mut stalls: Option<Vec<StallDetector>> = args.stall_gap.map(|gap| {
+        sockets
+            .iter()
+            .map(|_| StallDetector::new(nanos(gap)))
+            .collect()
+    });
+    let mut per_second: Vec<u64> = Vec::new();
+    let mut per_interval: Vec<u64> = Vec::new();
+    let interval_ns = args.interval_ms.map(|ms| u64::from(ms) * 1_000_000);
+    let mut hlog = match &args.hlog {
+        Some(path) => Some(IntervalLog::create(
+            path,
+            "popmesh-rtp sink: one-way latency of probes in ns, one interval per second",
+        )?),
+        None => None,
+    };
     let mut headers = RecvHeaders::new();
     let mut buffers = RecvBuffers::new(SINK_SLOT_LEN);
     let mut poll_fds: Vec<PollFd<'_>> = sockets
         .iter()
         .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
         .collect();
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let idle_ns = args.idle_exit.map(nanos);
 
     let start_ns = monotonic_ns();
     let deadline_ns = start_ns.saturating_add(nanos(args.duration));
     let stop_reason = loop {
         let now = monotonic_ns();
+        if let Some(log) = &mut hlog {
+            log.roll(now.saturating_sub(start_ns))?;
+        }
         if now >= deadline_ns {
             break "duration";
         }
@@ -385,7 +433,8 @@ fn run_sink(args: &SinkArgs) -> anyhow::Result<()> {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
-        for (socket, listener) in sockets.iter().zip(stats.iter_mut()) {
+        for (index, (socket, listener)) in sockets.iter().zip(stats.iter_mut()).enumerate() {
+            let mut detector = stalls.as_mut().and_then(|d| d.get_mut(index));
             for _ in 0..DRAIN_BATCHES {
                 // One arrival time per batch: they all came out of the queue together.
                 let mut arrival_ns = None;
@@ -397,7 +446,40 @@ fn run_sink(args: &SinkArgs) -> anyhow::Result<()> {
                     MsgFlags::MSG_DONTWAIT,
                     |_, datagram, _| {
                         let at = *arrival_ns.get_or_insert_with(monotonic_ns);
-                        listener.handle_datagram(at, datagram);
+                        let (_, latency_ns) = listener.handle_datagram_timed(at, datagram);
+                        if let Some(d) = detector.as_deref_mut() {
+                            d.observe(at);
+                        }
+                        if let (Some(log), Some(ns)) = (hlog.as_mut(), latency_ns) {
+                            log.record(ns);
+                        }
+                        if let Some(width) = interval_ns {
+                            let i = usize::try_from(at.saturating_sub(start_ns) / width)
+                                .unwrap_or(usize::MAX);
+                            // Bounded by --duration: a day at 10 ms is 8.64M buckets at most.
+                            if i < 8_640_001 {
+                                if per_interval.len() <= i {
+                                    per_interval.resize(i + 1, 0);
+                                }
+                                if let Some(n) = per_interval.get_mut(i) {
+                                    *n += 1;
+                                }
+                            }
+                        }
+                        if args.per_second {
+                            let second =
+                                usize::try_from(at.saturating_sub(start_ns) / 1_000_000_000)
+                                    .unwrap_or(usize::MAX);
+                            // Bounded by --duration (at most a day of seconds).
+                            if second < 86_401 {
+                                if per_second.len() <= second {
+                                    per_second.resize(second + 1, 0);
+                                }
+                                if let Some(n) = per_second.get_mut(second) {
+                                    *n += 1;
+                                }
+                            }
+                        }
                     },
                 );
                 match received {
@@ -415,21 +497,35 @@ fn run_sink(args: &SinkArgs) -> anyhow::Result<()> {
         }
     };
     let elapsed_ns = monotonic_ns().saturating_sub(start_ns);
+    if let Some(log) = &mut hlog {
+        log.close(elapsed_ns)?;
+    }
 
     let report = SinkReport {
         tool: "sink",
         duration_s: secs(elapsed_ns),
+        start_monotonic_ns: start_ns,
         stop_reason,
         rcvbuf_bytes,
         listeners: bound
             .iter()
             .zip(&stats)
-            .map(|(addr, l)| ListenerReport {
+            .enumerate()
+            .map(|(i, (addr, l))| ListenerReport {
                 listen: addr.to_string(),
                 stats: l.summary(),
+                stalls: stalls
+                    .as_ref()
+                    .and_then(|d| d.get(i))
+                    .map(StallDetector::record),
             })
             .collect(),
         total: TrafficSummary::from_listeners(&stats),
+        per_second_packets: args.per_second.then_some(per_second),
+        interval_packets: args.interval_ms.map(|interval_ms| IntervalPackets {
+            interval_ms,
+            counts: per_interval,
+        }),
     };
     for l in &report.listeners {
         print_summary(&l.listen, &l.stats);

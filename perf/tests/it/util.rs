@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub const RTP: &str = env!("CARGO_BIN_EXE_popmesh-rtp");
 pub const RELAY: &str = env!("CARGO_BIN_EXE_popmesh-plain-relay");
+pub const IMPAIR: &str = env!("CARGO_BIN_EXE_popmesh-impair");
 
 /// A file in cargo's per-test scratch directory, unique per test name.
 pub fn scratch(name: &str) -> PathBuf {
