@@ -417,7 +417,7 @@ impl Publisher {
 
 fn subscribers(n: usize) -> Vec<UdpSocket> {
     (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("subscriber"))
+        .map(|_| roomy_udp("127.0.0.1:0"))
         .collect()
 }
 

@@ -205,3 +205,17 @@ pub fn collect(sock: &UdpSocket, n: usize, quiet: Duration) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Binds a receiver with room in its socket buffer for a whole test stream, so a receiving
+/// thread descheduled for a few milliseconds on a busy 2-core machine loses nothing to a full
+/// buffer. Root may exceed `net.core.rmem_max` (`SO_RCVBUFFORCE`); anyone else gets the most
+/// `SO_RCVBUF` allows.
+pub fn roomy_udp(addr: impl std::net::ToSocketAddrs) -> UdpSocket {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let sock = UdpSocket::bind(addr).expect("bind receiver (is the port free?)");
+    const ROOM: usize = 16 << 20;
+    if setsockopt(&sock, sockopt::RcvBufForce, &ROOM).is_err() {
+        setsockopt(&sock, sockopt::RcvBuf, &ROOM).expect("SO_RCVBUF");
+    }
+    sock
+}

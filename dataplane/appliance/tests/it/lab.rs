@@ -11,7 +11,7 @@ const PAYLOAD: usize = 160;
 #[test]
 fn lab_config_fans_out_and_refuses_a_second_source() {
     let subs: Vec<UdpSocket> = (41000..=41002)
-        .map(|p| UdpSocket::bind(("127.0.0.1", p)).expect("bind subscriber (is port free?)"))
+        .map(|p| roomy_udp(("127.0.0.1", p)))
         .collect();
     let daemon = Daemon::start(
         &repo_root().join("configs/lab.toml"),
