@@ -416,9 +416,7 @@ impl Publisher {
 }
 
 fn subscribers(n: usize) -> Vec<UdpSocket> {
-    (0..n)
-        .map(|_| roomy_udp("127.0.0.1:0"))
-        .collect()
+    (0..n).map(|_| roomy_udp("127.0.0.1:0")).collect()
 }
 
 fn addrs(socks: &[UdpSocket]) -> Vec<SocketAddr> {
