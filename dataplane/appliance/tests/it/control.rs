@@ -21,7 +21,7 @@ use popmesh_ctrl_api::pb::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::harness::{self, collect, free_tcp, free_udp, metric, rtp};
+use crate::harness::{self, collect, free_tcp, free_udp, metric, roomy_udp, rtp};
 
 mod signaling;
 
