@@ -858,7 +858,7 @@ impl<'a> Run<'a> {
                 None => {
                     worst = None;
                     ctx.note(format!(
-                                                "fault[{i}] ({}): requests through the lane did not all succeed again, with the endpoint readmitted, before the load ended; no signal_recovery_ms",
+                        "fault[{i}] ({}): requests through the lane did not all succeed again, with the endpoint readmitted, before the load ended; no signal_recovery_ms",
                         kind_name(fault.kind)
                     ));
                 }

@@ -333,7 +333,7 @@ mode = "local-lab"
 [target.local_lab]
 base_port = 55000
 [load]
-duration = 15
+duration = 21
 [load.stability]
 publishers = 1
 viewers_per_publisher = 2
@@ -353,7 +353,7 @@ duration = 1.5
 rate = 40
 [[load.stability.faults]]
 kind = "fail-upstream"
-at = 10.5
+at = 16.5
 duration = 1
 rate = 40
 [[threshold]]
@@ -418,10 +418,14 @@ fn control_daemon_kill_session_churn_and_dead_or_failing_upstreams_are_survived(
         report.notes
     );
     // One of two endpoints dies: the lane ejects it or its health checks take it out, the
-    // requests keep succeeding or fail briefly, and it is readmitted after its restart.
+    // requests keep succeeding or fail briefly, and it is readmitted after its restart. Dead
+    // for 1.5 s it can be ejected twice (1 s, then 2 s: the ejection time doubles), so on a
+    // loaded machine readmission may take a little over 2 s after the restart; the next fault
+    // starts 7.5 s after this one ends so the two never overlap.
+    let recovery = m("fault[2].signal_recovery_ms");
     assert!(
-        m("fault[2].signal_recovery_ms") < 4000.0,
-        "{:?}",
+        recovery < 6000.0,
+        "recovery {recovery} ms: {:?}",
         report.notes
     );
     assert!(
