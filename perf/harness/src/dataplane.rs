@@ -32,7 +32,7 @@ use crate::hlog::{self, LatencyLog};
 use crate::metrics;
 use crate::report::Cdf;
 use crate::run::{ChildGuard, RunContext, ScenarioDriver};
-use crate::scenario::{DataPlaneLoad, LocalLab, Scenario, Target};
+use crate::scenario::{DataPlaneLoad, LocalLab, Remote, Scenario, Target};
 use crate::stall::{self, StallRecord, Window};
 
 /// Flows steps above this are capped on machines with fewer than [`SMALL_MACHINE_CPUS`] CPUs
@@ -64,6 +64,9 @@ impl ScenarioDriver for DataPlaneDriver {
         };
         let step = f64::from(d.step_duration_ms) / 1000.0;
         let phase = scenario.load.ramp_s + scenario.load.duration_s + 3.0;
+        if matches!(scenario.target, Target::Remote(_)) {
+            return phase;
+        }
         let steps = (d.flows_steps.len() + d.fanout_steps.len()) as f64 * (step + 3.0);
         let peak = f64::from(d.peak_duration_ms) / 1000.0;
         2.0 * phase + if peak > 0.0 { step + peak + 4.0 } else { 0.0 } + steps
@@ -77,18 +80,19 @@ impl ScenarioDriver for DataPlaneDriver {
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
-        let (lab, _cpus) = crate::run::local_lab(
-            &ctx.scenario,
-            "the data-plane driver runs only in local-lab mode so far",
-        )?;
         let mut load = ctx
             .scenario
             .data_plane()
             .cloned()
             .ok_or_else(|| anyhow!("not a data-plane scenario"))?;
+        if let Target::Remote(remote) = &ctx.scenario.target {
+            let remote = remote.clone();
+            return remote_run(ctx, &load, &remote);
+        }
+        let (lab, _cpus) = crate::run::local_lab(&ctx.scenario, "unreachable: remote handled")?;
         scale_down(ctx, &mut load);
         let lab = Lab::new(ctx, lab)?;
-        lab.lane_and_direct(ctx, &load)?;
+        lab.lane_and_direct(ctx, &load, None)?;
         if load.peak_duration_ms > 0 {
             lab.fixed_and_peak(ctx, &load)?;
         }
@@ -100,6 +104,56 @@ impl ScenarioDriver for DataPlaneDriver {
         }
         Ok(())
     }
+}
+
+/// Fails with a clear message when a viewer address cannot be bound here: in use, or not an
+/// address of this host.
+fn check_bindable(addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    for addr in addrs {
+        if let Err(e) = UdpSocket::bind(addr) {
+            bail!("cannot listen for viewers on {addr}: {e} (it must be a free UDP port on an address of this host)");
+        }
+    }
+    Ok(())
+}
+
+/// A data-plane run against an appliance somebody else runs (`target.mode = "remote"`): only the
+/// `lane` phase. Its sessions must already send each `target.remote.ingress[i]` to viewers
+/// `i * viewers_per_publisher ..` of `target.remote.viewers`, which are addresses of this host.
+/// The other phases need what only a local lab has (a direct path comparable to the
+/// appliance's, the media worker's CPU time, sessions installed per step), so they are skipped
+/// with a note each. With `target.remote.admin` the appliance's counters are sampled too.
+fn remote_run(ctx: &mut RunContext, load: &DataPlaneLoad, remote: &Remote) -> anyhow::Result<()> {
+    let lab = Lab::new(ctx, LocalLab::default())?.unpinned();
+    ctx.note(format!(
+        "remote appliance: publishers send to {} and viewers listen on {} (its sessions must map one to the other); load generators are not pinned",
+        list(&remote.ingress),
+        list(&remote.viewers)
+    ));
+    let mut skipped = vec!["direct (added latency needs a direct path comparable to the appliance's; the lane figures include the network to it)"];
+    if load.peak_duration_ms > 0 {
+        skipped.push("fixed-rate and peak (they read the media worker's CPU time)");
+    }
+    if !load.flows_steps.is_empty() || !load.fanout_steps.is_empty() {
+        skipped.push("flows and fan-out steps (they install sessions on the appliance)");
+    }
+    ctx.note(format!(
+        "remote mode ran the lane phase only; skipped: {}",
+        skipped.join("; ")
+    ));
+    if remote.admin.is_none() {
+        ctx.note("no target.remote.admin: the appliance's own counters were not sampled");
+    }
+    lab.lane_and_direct(ctx, load, Some(remote))
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    const SHOWN: usize = 4;
+    let mut out: Vec<String> = addrs.iter().take(SHOWN).map(ToString::to_string).collect();
+    if addrs.len() > SHOWN {
+        out.push(format!("... ({} in all)", addrs.len()));
+    }
+    out.join(", ")
 }
 
 /// Applies the small-machine rules, with a note for each change.
@@ -131,6 +185,8 @@ pub(crate) struct Lab {
     rtp: PathBuf,
     pub(crate) configs: PathBuf,
     pub(crate) raw: PathBuf,
+    /// CPU the load generators and sinks are pinned to (`None` against a remote appliance).
+    load_cpu: Option<usize>,
 }
 
 /// One running appliance.
@@ -157,7 +213,49 @@ pub(crate) struct Reading {
     pub(crate) worker_cpu_ns: u64,
 }
 
+/// Reads an appliance's admin server and, when it runs here, its media worker's CPU time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meter {
+    admin: SocketAddr,
+    /// The appliance's process, when the lab started it.
+    pid: Option<u32>,
+}
+
 impl Appliance {
+    pub(crate) fn meter(&self) -> Meter {
+        Meter {
+            admin: self.admin,
+            pid: Some(self.child.pid()),
+        }
+    }
+
+    fn drop_reasons(&self) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+        self.meter().drop_reasons()
+    }
+
+    pub(crate) fn read(&self) -> anyhow::Result<Reading> {
+        self.meter().read()
+    }
+
+    /// See [`Meter::sample_rates`].
+    pub(crate) fn sample_rates(
+        &self,
+        last: &mut Option<Reading>,
+        t: f64,
+        rx: &mut Vec<[f64; 2]>,
+        tx: &mut Vec<[f64; 2]>,
+    ) -> String {
+        self.meter().sample_rates(last, t, rx, tx)
+    }
+
+    pub(crate) fn stop(mut self) {
+        if self.child.terminate(Duration::from_secs(10)).is_none() {
+            // Killed by terminate's fallback; nothing else to do.
+        }
+    }
+}
+
+impl Meter {
     fn counters(&self) -> anyhow::Result<Counters> {
         let text = http_get(self.admin, "/metrics")?;
         Ok(Counters {
@@ -176,10 +274,12 @@ impl Appliance {
         Ok(Reading {
             at: Instant::now(),
             counters: self.counters()?,
-            worker_cpu_ns: crate::cpu::thread_cpu_ns(self.child.pid())
-                .get("media-0")
-                .copied()
-                .unwrap_or(0),
+            worker_cpu_ns: self.pid.map_or(0, |pid| {
+                crate::cpu::thread_cpu_ns(pid)
+                    .get("media-0")
+                    .copied()
+                    .unwrap_or(0)
+            }),
         })
     }
 
@@ -207,12 +307,6 @@ impl Appliance {
                 line
             }
             Err(e) => format!("appliance metrics unavailable: {e}"),
-        }
-    }
-
-    pub(crate) fn stop(mut self) {
-        if self.child.terminate(Duration::from_secs(10)).is_none() {
-            // Killed by terminate's fallback; nothing else to do.
         }
     }
 }
@@ -366,10 +460,19 @@ impl Lab {
         Ok(Self {
             dataplane: ctx.binary("popmesh-dataplane")?,
             rtp: ctx.binary("popmesh-rtp")?,
+            load_cpu: Some(lab.load_core),
             lab,
             configs,
             raw,
         })
+    }
+
+    /// The same lab with its load generators and sinks left to the scheduler.
+    fn unpinned(self) -> Self {
+        Self {
+            load_cpu: None,
+            ..self
+        }
     }
 
     /// A lab that is never started (unit tests of drivers' pure parts).
@@ -381,6 +484,7 @@ impl Lab {
             rtp: PathBuf::new(),
             configs: PathBuf::new(),
             raw: PathBuf::new(),
+            load_cpu: Some(0),
         }
     }
 
@@ -389,6 +493,8 @@ impl Lab {
     }
 
     /// Fails with a clear message when a UDP port the phase needs is taken.
+    ///
+    /// (Viewer addresses, which a remote scenario names itself, go through [`check_bindable`].)
     pub(crate) fn check_free(&self, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
         for port in ports {
             if UdpSocket::bind(loopback(port)).is_err() {
@@ -484,7 +590,7 @@ impl Lab {
             .args(["--duration", &format!("{:.3}", s.duration_s)])
             .arg("--json")
             .arg(&json);
-        Ok((ctx.spawn(&s.name, cmd, Some(self.lab.load_core))?, json))
+        Ok((ctx.spawn(&s.name, cmd, self.load_cpu)?, json))
     }
 
     pub(crate) fn spawn_sink(
@@ -517,7 +623,7 @@ impl Lab {
         if let Some(h) = &hlog {
             cmd.arg("--hlog").arg(h);
         }
-        let child = ctx.spawn(&s.name, cmd, Some(self.lab.load_core))?;
+        let child = ctx.spawn(&s.name, cmd, self.load_cpu)?;
         // The sink prints its `listening` lines once bound; give it a moment (it binds before
         // anything is sent, and senders start after this).
         let log = ctx.out_dir().join("logs").join(format!("{}.log", s.name));
@@ -549,43 +655,71 @@ impl Lab {
 
     // ---- lane and direct ---------------------------------------------------------------------
 
-    fn lane_and_direct(&self, ctx: &mut RunContext, load: &DataPlaneLoad) -> anyhow::Result<()> {
+    /// The `lane` phase and, against a local lab, the `direct` one. With `remote`, the lane is
+    /// that appliance: nothing is started, publisher `i` sends both its streams to
+    /// `remote.ingress[i]` and the viewers listen on `remote.viewers`.
+    fn lane_and_direct(
+        &self,
+        ctx: &mut RunContext,
+        load: &DataPlaneLoad,
+        remote: Option<&Remote>,
+    ) -> anyhow::Result<()> {
         let p = load.publishers;
         let v = load.viewers_per_publisher;
-        let viewers: Vec<SocketAddr> = (0..p * v)
-            .map(|i| loopback(self.port(OFFSET_VIEWERS) + i as u16))
-            .collect();
-        let ingress =
-            |pub_i: u32, video: bool| loopback(self.port((2 * pub_i + u32::from(video)) as u16));
-        self.check_free(viewers.iter().map(SocketAddr::port))?;
-        self.check_free((0..2 * p).map(|i| self.port(i as u16)))?;
-
-        let admin = free_admin()?;
-        let mut config = self.config_head(admin, u64::from(2 * p) + 16, false);
-        let _ = write!(
-            config,
-            "[[media.ports]]\nname = \"lane\"\nbind = \"{}\"\ncount = {}\n\n",
-            ingress(0, false),
-            2 * p
-        );
-        for pub_i in 0..p {
-            let subs: Vec<String> = (0..v)
-                .map(|k| format!("\"{}\"", viewers[(pub_i * v + k) as usize]))
-                .collect();
-            for (media, video) in [("audio", false), ("video", true)] {
-                let _ = write!(
-                    config,
-                    "[[sessions]]\nname = \"pub{pub_i}-{media}\"\ningress = \"{}\"\nsubscribers = [{}]\n\n",
-                    ingress(pub_i, video),
-                    subs.join(", ")
-                );
-            }
+        let viewers: Vec<SocketAddr> = match remote {
+            Some(r) => r.viewers.clone(),
+            None => (0..p * v)
+                .map(|i| loopback(self.port(OFFSET_VIEWERS) + i as u16))
+                .collect(),
+        };
+        let ingress = |pub_i: u32, video: bool| match remote {
+            // The scenario parser checked one ingress per publisher and stream.
+            Some(r) => r.ingress[load.remote_ingress_index(pub_i, video)],
+            None => loopback(self.port((2 * pub_i + u32::from(video)) as u16)),
+        };
+        if remote.is_some() {
+            check_bindable(&viewers)?;
+        } else {
+            self.check_free(viewers.iter().map(SocketAddr::port))?;
+            self.check_free((0..2 * p).map(|i| self.port(i as u16)))?;
         }
-        ctx.appliance_config_toml = Some(config.clone());
+
+        let config = if remote.is_none() {
+            let admin = free_admin()?;
+            let mut config = self.config_head(admin, u64::from(2 * p) + 16, false);
+            let _ = write!(
+                config,
+                "[[media.ports]]\nname = \"lane\"\nbind = \"{}\"\ncount = {}\n\n",
+                ingress(0, false),
+                2 * p
+            );
+            for pub_i in 0..p {
+                let subs: Vec<String> = (0..v)
+                    .map(|k| format!("\"{}\"", viewers[(pub_i * v + k) as usize]))
+                    .collect();
+                for (media, video) in [("audio", false), ("video", true)] {
+                    let _ = write!(
+                        config,
+                        "[[sessions]]\nname = \"pub{pub_i}-{media}\"\ningress = \"{}\"\nsubscribers = [{}]\n\n",
+                        ingress(pub_i, video),
+                        subs.join(", ")
+                    );
+                }
+            }
+            ctx.appliance_config_toml = Some(config.clone());
+            config
+        } else {
+            String::new()
+        };
 
         let duration = ctx.scenario.load.duration_s;
         let ramp = ctx.scenario.load.ramp_s;
-        for lane in [true, false] {
+        let phases: &[bool] = if remote.is_some() {
+            &[true]
+        } else {
+            &[true, false]
+        };
+        for &lane in phases {
             let phase_name = if lane { "lane" } else { "direct" };
             let phase = ctx.begin_phase(
                 phase_name,
@@ -595,10 +729,15 @@ impl Lab {
                     "the same senders straight to the viewers (no appliance)"
                 },
             );
-            let appliance = if lane {
+            let appliance = if lane && remote.is_none() {
                 Some(self.start_appliance(ctx, "lane", &config, Duration::from_secs(60))?)
             } else {
                 None
+            };
+            let meter = match (&appliance, remote) {
+                (Some(a), _) => Some(a.meter()),
+                (None, Some(r)) if lane => r.admin.map(|admin| Meter { admin, pid: None }),
+                _ => None,
             };
             let sink_spec = SinkSpec {
                 name: format!("{phase_name}-sink"),
@@ -610,7 +749,7 @@ impl Lab {
                 idle_exit: true,
             };
             let (mut sink, sink_json, hlog_path) = self.spawn_sink(ctx, &sink_spec)?;
-            let before = appliance.as_ref().map(Appliance::read).transpose()?;
+            let before = meter.as_ref().map(Meter::read).transpose()?;
             let mut senders = Vec::new();
             let mut windows = Vec::new();
             for pub_i in 0..p {
@@ -670,20 +809,18 @@ impl Lab {
             let mut relay_rx = Vec::new();
             let mut relay_tx = Vec::new();
             let mut last = before;
-            {
-                let appliance = appliance.as_ref();
-                ctx.hold(
-                    phase_name,
-                    Duration::from_secs_f64(duration + 0.3),
-                    &mut [],
-                    |c| {
-                        let Some(a) = appliance else {
-                            return format!("{} senders direct", senders.len());
-                        };
-                        a.sample_rates(&mut last, c.elapsed_s(), &mut relay_rx, &mut relay_tx)
-                    },
-                )?;
-            }
+            ctx.hold(
+                phase_name,
+                Duration::from_secs_f64(duration + 0.3),
+                &mut [],
+                |c| match &meter {
+                    Some(m) => {
+                        m.sample_rates(&mut last, c.elapsed_s(), &mut relay_rx, &mut relay_tx)
+                    }
+                    None if lane => format!("{} senders to the remote appliance", senders.len()),
+                    None => format!("{} senders direct", senders.len()),
+                },
+            )?;
             let mut sent_total = 0u64;
             for (mut child, json) in senders {
                 let status = child.wait_for(Duration::from_secs(15))?;
@@ -697,7 +834,7 @@ impl Lab {
                 }
                 sent_total += read_json::<SendJson>(&json)?.packets;
             }
-            let after = appliance.as_ref().map(Appliance::read).transpose()?;
+            let after = meter.as_ref().map(Meter::read).transpose()?;
             sink.wait_for(Duration::from_secs_f64(ramp + duration + 20.0))?;
             let sink_report: SinkJson = read_json(&sink_json)?;
             if let Some(a) = &appliance {
@@ -707,7 +844,7 @@ impl Lab {
             }
             if let (Some(b), Some(a)) = (before, after) {
                 let wall = a.at.duration_since(b.at).as_secs_f64();
-                if wall > 0.0 {
+                if wall > 0.0 && meter.is_some_and(|m| m.pid.is_some()) {
                     ctx.metric(
                         "lane_media_cpu_percent",
                         100.0 * (a.worker_cpu_ns - b.worker_cpu_ns) as f64 / (wall * 1e9),

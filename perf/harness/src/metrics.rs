@@ -539,6 +539,12 @@ pub const FAULT_STEP: &[MetricDef] = &[
         "kill-upstream, fail-upstream: requests refused by a circuit-breaker limit over the same span (popmesh_signal_overflows)",
     ),
     m(
+        "health_check_removed",
+        "bool",
+        Neither,
+        "kill-upstream, fail-upstream: 1 if the lane's active health checks took the faulted endpoint out of rotation over the same span (popmesh_signal_endpoint_healthy 0), else 0",
+    ),
+    m(
         "signal_recovery_ms",
         "ms",
         Lower,

@@ -25,7 +25,9 @@
 //!                                  # a free admin port
 //! [target.remote]                  # only with mode = "remote"
 //! admin = "192.0.2.1:9100"         # optional: the appliance's admin server (/metrics)
-//! ingress = ["192.0.2.1:40000"]    # data plane: one ingress per publisher, 1..=4096
+//! ingress = ["192.0.2.1:40000", "192.0.2.1:40001"]  # data plane: one per publisher and
+//!                                  # stream (audio, video: each a session of its own, as RTP
+//!                                  # without bundling does), publisher 0's first, 1..=4096
 //! viewers = ["192.0.2.9:41000"]    # data plane: local addresses the appliance sends to
 //! signaling = "192.0.2.1:8443"     # control plane: the signaling lane's listener (optional)
 //!
@@ -278,7 +280,7 @@ pub const LAB_PORT_SPAN: u16 = 5_000;
 pub struct Remote {
     /// Its admin server.
     pub admin: Option<SocketAddr>,
-    /// Data plane: one ingress per publisher.
+    /// Data plane: one ingress per publisher and stream (audio, video), publisher by publisher.
     pub ingress: Vec<SocketAddr>,
     /// Data plane: the local addresses it sends to.
     pub viewers: Vec<SocketAddr>,
@@ -330,6 +332,20 @@ pub struct DataPlaneLoad {
     pub fanout_steps: Vec<u32>,
     /// Packets per second of the fan-out publisher.
     pub fanout_pps: u32,
+}
+
+impl DataPlaneLoad {
+    /// Streams each publisher sends: audio and video, less any with `pps = 0`.
+    pub fn streams_per_publisher(&self) -> u32 {
+        u32::from(self.audio.pps > 0) + u32::from(self.video.pps > 0)
+    }
+
+    /// Index in a remote target's `ingress` list of publisher `publisher`'s audio or video
+    /// stream (see [`Remote::ingress`]).
+    pub fn remote_ingress_index(&self, publisher: u32, video: bool) -> usize {
+        let within = u32::from(video && self.audio.pps > 0);
+        (publisher * self.streams_per_publisher() + within) as usize
+    }
 }
 
 impl Default for DataPlaneLoad {
@@ -803,13 +819,15 @@ impl Scenario {
         let target = Self::target_from_raw(raw.target)?;
         let load = Self::load_from_raw(kind, raw.load)?;
         if let (Target::Remote(remote), KindLoad::DataPlane(dp)) = (&target, &load.kind) {
-            if remote.ingress.len() != dp.publishers as usize {
+            let streams = dp.streams_per_publisher();
+            if remote.ingress.len() != (dp.publishers * streams) as usize {
                 return Err(invalid(
                     "target.remote.ingress",
                     format!("{} entries", remote.ingress.len()),
                     format!(
-                        "must list one ingress per publisher (load.data_plane.publishers = {})",
-                        dp.publishers
+                        "must list one ingress per publisher and stream, each publisher's audio then video (load.data_plane.publishers = {} x {streams} streams with pps > 0 = {})",
+                        dp.publishers,
+                        dp.publishers * streams
                     ),
                 ));
             }

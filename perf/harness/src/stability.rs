@@ -850,6 +850,12 @@ impl<'a> Run<'a> {
                 ctx.metric(&key("ejections"), d.ejections);
                 ctx.metric(&key("breaker_trips"), d.overflows);
             }
+            let removed = sig
+                .samples
+                .iter()
+                .filter(|(t, _)| (inj.start_s..=until).contains(t))
+                .any(|(_, s)| s.faulted_healthy == Some(false));
+            ctx.metric(&key("health_check_removed"), f64::from(u8::from(removed)));
             match recovery {
                 Some(r) => {
                     ctx.metric(&key("signal_recovery_ms"), r * 1000.0);

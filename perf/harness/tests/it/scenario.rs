@@ -212,6 +212,39 @@ fn lab_cores_must_differ_and_remote_needs_its_addresses() {
         (path.as_str(), value.as_str()),
         ("target.remote.ingress", "1 entries")
     );
+    // One ingress per publisher and stream: audio then video, publisher by publisher.
+    let two = "[scenario]\nname = \"t\"\nkind = \"data-plane\"\n[target]\nmode = \"remote\"\n[target.remote]\ningress = [\"192.0.2.1:40000\", \"192.0.2.1:40001\", \"192.0.2.1:40002\", \"192.0.2.1:40003\"]\nviewers = [\"127.0.0.1:41000\", \"127.0.0.1:41001\"]\n[load.data_plane]\npublishers = 2\nviewers_per_publisher = 1\n";
+    let s = Scenario::from_toml(two).expect("two streams per publisher");
+    let dp = s.data_plane().expect("data plane");
+    assert_eq!(dp.streams_per_publisher(), 2);
+    assert_eq!(
+        [false, true, false, true]
+            .iter()
+            .zip([0, 0, 1, 1])
+            .map(|(&video, p)| dp.remote_ingress_index(p, video))
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    let video_only = two.replace(
+        "viewers_per_publisher = 1\n",
+        "viewers_per_publisher = 1\naudio = { pps = 0, size = 160 }\n",
+    );
+    assert_eq!(
+        invalid(&video_only).1,
+        "4 entries",
+        "with audio off each publisher has one stream"
+    );
+    let s =
+        Scenario::from_toml(&video_only.replace(", \"192.0.2.1:40002\", \"192.0.2.1:40003\"", ""))
+            .expect("one stream per publisher");
+    let dp = s.data_plane().expect("data plane");
+    assert_eq!(
+        (
+            dp.remote_ingress_index(0, true),
+            dp.remote_ingress_index(1, true)
+        ),
+        (0, 1)
+    );
     let bad_addr = "[scenario]\nname = \"t\"\nkind = \"control-plane\"\n[target]\nmode = \"remote\"\n[target.remote]\nsignaling = \"nowhere\"\n";
     assert_eq!(invalid(bad_addr).0, "target.remote.signaling");
 }
