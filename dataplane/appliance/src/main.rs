@@ -404,6 +404,7 @@ fn start_lane(
             .parse()
             .context("signaling.header_identity (checked by the config loader)")?,
         max_retry_body: sig.max_request_body_retry as usize,
+        upstream_resumption: sig.upstream_resumption,
     };
     let mut lane =
         popmesh_signal::Lane::start(spec, tls, popmesh_signal::MeshTable::default(), metrics)?;

@@ -56,6 +56,8 @@ pub(crate) mod defaults {
     pub const ACCESS_LOG: bool = true;
     pub const HEADER_IDENTITY: &str = "x-popmesh-peer-identity";
     pub const MAX_REQUEST_BODY_RETRY: i64 = 65_536;
+    /// `signaling.upstream_resumption`.
+    pub const UPSTREAM_RESUMPTION: Duration = Duration::from_secs(600);
     pub const LISTENER_PROTOCOL: &str = "http";
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const MAX_CONNECTIONS: i64 = 100_000;
@@ -101,6 +103,7 @@ const STATS_INTERVAL_RANGE: RangeInclusive<Duration> =
 const APPLIANCE_NAME_MAX_LEN: usize = 63;
 /// Longest graceful drain on SIGTERM; beyond it an orchestrator's own kill timeout wins anyway.
 const DRAIN_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+const UPSTREAM_RESUMPTION_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// Request bodies buffered for retries: memory per in-flight request, so bounded at 16 MiB.
 const MAX_REQUEST_BODY_RETRY_RANGE: RangeInclusive<i64> = 0..=16 * 1024 * 1024;
 const HEADER_NAME_MAX_LEN: usize = 128;
@@ -213,6 +216,12 @@ pub struct SignalingConfig {
     /// retried; larger bodies stream and are not retried once sent. 0..=16 MiB (0: no retries
     /// of requests with a body).
     pub max_request_body_retry: u32,
+    /// Upstream TLS sessions are resumed (an abbreviated handshake, where the service offers
+    /// tickets) within this long of the full handshake that verified the service, and never
+    /// across a rotation of the lane's SVID or trust bundle. 0s..=24h (0s: every upstream
+    /// connection makes a full handshake).
+    #[serde(serialize_with = "duration::serialize")]
+    pub upstream_resumption: Duration,
     /// `[[signaling.listeners]]`, in file order; names unique, binds not overlapping.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -225,6 +234,7 @@ impl Default for SignalingConfig {
             access_log: defaults::ACCESS_LOG,
             header_identity: defaults::HEADER_IDENTITY.to_string(),
             max_request_body_retry: defaults::MAX_REQUEST_BODY_RETRY as u32,
+            upstream_resumption: defaults::UPSTREAM_RESUMPTION,
             listeners: Vec::new(),
         }
     }
@@ -1205,6 +1215,16 @@ fn convert_signaling(
         raw.max_request_body_retry,
         MAX_REQUEST_BODY_RETRY_RANGE,
     )?;
+    let path = "signaling.upstream_resumption";
+    let upstream_resumption = parse_duration(&raw.upstream_resumption)
+        .map_err(|rule| ConfigError::invalid(path, quoted(&raw.upstream_resumption), rule))?;
+    if upstream_resumption > UPSTREAM_RESUMPTION_LIMIT {
+        return Err(ConfigError::invalid(
+            path,
+            quoted(&raw.upstream_resumption),
+            "must be in 0s..=24h",
+        ));
+    }
     let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.listeners.len());
     for (index, raw_listener) in raw.listeners.into_iter().enumerate() {
         let listener = convert_listener(index, raw_listener, &listeners, admin)?;
@@ -1216,6 +1236,7 @@ fn convert_signaling(
         access_log: raw.access_log,
         header_identity: raw.header_identity,
         max_request_body_retry,
+        upstream_resumption,
         listeners,
     })
 }

@@ -100,6 +100,10 @@
 //!                                  # the proxy manages (host, connection, content-length, ...)
 //! max_request_body_retry = 65536   # bodies up to this many bytes are buffered so idempotent
 //!                                  # requests can be retried; 0..=16777216 (16 MiB)
+//! upstream_resumption = "10m"      # resume upstream TLS sessions (where the service offers
+//!                                  # tickets) up to this long after the full handshake that
+//!                                  # verified it, never across an SVID or bundle rotation;
+//!                                  # 0s..=24h, 0s: always a full handshake
 //!
 //! [[signaling.listeners]]          # sockets of the lane; there may be none. Any listener
 //!                                  # needs [control] (see below)

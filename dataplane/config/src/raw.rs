@@ -75,6 +75,7 @@ pub struct RawSignaling {
     pub access_log: bool,
     pub header_identity: String,
     pub max_request_body_retry: i64,
+    pub upstream_resumption: String,
     pub listeners: Vec<RawListener>,
 }
 
@@ -86,6 +87,7 @@ impl Default for RawSignaling {
             access_log: defaults::ACCESS_LOG,
             header_identity: defaults::HEADER_IDENTITY.to_string(),
             max_request_body_retry: defaults::MAX_REQUEST_BODY_RETRY,
+            upstream_resumption: format_duration(defaults::UPSTREAM_RESUMPTION),
             listeners: Vec::new(),
         }
     }

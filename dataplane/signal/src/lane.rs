@@ -74,6 +74,9 @@ pub struct LaneSpec {
     pub identity_header: HeaderName,
     /// Request bodies up to this size are buffered so idempotent requests can be retried.
     pub max_retry_body: usize,
+    /// Upstream TLS sessions are resumed within this long of their full handshake (zero: every
+    /// upstream connection makes a full handshake). See [`crate::tls::TlsState::resuming_client_config`].
+    pub upstream_resumption: Duration,
 }
 
 /// What every core shares.

@@ -53,7 +53,10 @@ struct Upstreams {
 impl Upstreams {
     fn new(shared: &Arc<Shared>) -> Upstreams {
         let connector = |h2: bool| {
-            let cfg = (*shared.tls.client_config(&[])).clone();
+            let cfg = (*shared
+                .tls
+                .resuming_client_config(&[], shared.spec.upstream_resumption))
+            .clone();
             let b = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(cfg)
                 .https_or_http();

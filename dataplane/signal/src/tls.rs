@@ -12,6 +12,13 @@
 //! a SPIFFE ID of the bundle's trust domain. DNS names are not checked: endpoints are named by
 //! identity, not by host name. A caller without a certificate, with an expired one, or with one
 //! of another trust domain fails the handshake.
+//!
+//! Inbound, the lane never sends session tickets (a caller could resume after its certificate
+//! expired). Upstream, where one core opens many connections to the same few endpoints (every
+//! WebSocket takes its own), the pools resume TLS 1.3 sessions the services offer
+//! ([`TlsState::resuming_client_config`]): only within `signaling.upstream_resumption` of the
+//! full handshake that verified the service, and never across a rotation of the lane's SVID or
+//! bundle.
 
 use std::fmt;
 use std::sync::Arc;
@@ -345,6 +352,171 @@ impl TlsState {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
+    }
+
+    /// Like [`TlsState::client_config`], but resuming TLS sessions with servers that offer
+    /// tickets (an abbreviated handshake: no certificates sent, signed or verified on either
+    /// side), for the lane's upstream pools, where one core opens many connections to the same
+    /// few endpoints. A session is resumed only within `max_age` of the full handshake that
+    /// verified the server, and never across a change of the lane's SVID or trust bundle: a
+    /// rotation forgets every session. `max_age` zero disables resumption.
+    pub fn resuming_client_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        max_age: std::time::Duration,
+    ) -> Arc<ClientConfig> {
+        let base = self.client_config(alpn);
+        if max_age.is_zero() {
+            return base;
+        }
+        let mut config = (*base).clone();
+        config.resumption =
+            rustls::client::Resumption::store(Arc::new(ScopedSessions::new(self.clone(), max_age)))
+                // TLS 1.2 resumption would rest on the server's session id or ticket alone.
+                .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+        Arc::new(config)
+    }
+}
+
+/// Sessions kept per server name by [`TlsState::resuming_client_config`].
+const SESSIONS_PER_SERVER: usize = 256;
+
+/// A client session store scoped to one SVID, one trust bundle and an age: the whole cache is
+/// dropped when the lane's identity or bundle changes, and sessions older than `max_age` are
+/// never handed out.
+struct ScopedSessions {
+    tls: Arc<TlsState>,
+    max_age: std::time::Duration,
+    scope: std::sync::Mutex<Scope>,
+}
+
+struct Scope {
+    identity: Arc<Identity>,
+    bundle: Arc<TrustBundle>,
+    /// (server, when its session was stored, the session), oldest first.
+    tickets: std::collections::VecDeque<(
+        ServerName<'static>,
+        std::time::Instant,
+        rustls::client::Tls13ClientSessionValue,
+    )>,
+    kx_hints: Vec<(ServerName<'static>, rustls::NamedGroup)>,
+}
+
+impl fmt::Debug for ScopedSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedSessions")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScopedSessions {
+    fn new(tls: Arc<TlsState>, max_age: std::time::Duration) -> Self {
+        let scope = Scope {
+            identity: tls.identity.load_full(),
+            bundle: tls.bundle.load_full(),
+            tickets: std::collections::VecDeque::new(),
+            kx_hints: Vec::new(),
+        };
+        ScopedSessions {
+            tls,
+            max_age,
+            scope: std::sync::Mutex::new(scope),
+        }
+    }
+
+    /// The store, emptied first if the SVID or the bundle changed since it was filled, and
+    /// without sessions older than `max_age`.
+    fn current(&self) -> std::sync::MutexGuard<'_, Scope> {
+        let mut scope = self
+            .scope
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let identity = self.tls.identity.load();
+        let bundle = self.tls.bundle.load();
+        if !Arc::ptr_eq(&scope.identity, &identity) || !Arc::ptr_eq(&scope.bundle, &bundle) {
+            scope.identity = Arc::clone(&identity);
+            scope.bundle = Arc::clone(&bundle);
+            scope.tickets.clear();
+            scope.kx_hints.clear();
+        }
+        let now = std::time::Instant::now();
+        while scope
+            .tickets
+            .front()
+            .is_some_and(|(_, at, _)| now.duration_since(*at) >= self.max_age)
+        {
+            scope.tickets.pop_front();
+        }
+        scope
+    }
+}
+
+impl rustls::client::ClientSessionStore for ScopedSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        let mut scope = self.current();
+        scope.kx_hints.retain(|(n, _)| *n != server_name);
+        scope.kx_hints.push((server_name, group));
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        let scope = self.current();
+        scope
+            .kx_hints
+            .iter()
+            .find(|(n, _)| n == server_name)
+            .map(|(_, g)| *g)
+    }
+
+    fn set_tls12_session(
+        &self,
+        _server_name: ServerName<'static>,
+        _value: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(
+        &self,
+        _server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _server_name: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut scope = self.current();
+        if scope
+            .tickets
+            .iter()
+            .filter(|(n, _, _)| *n == server_name)
+            .count()
+            >= SESSIONS_PER_SERVER
+        {
+            if let Some(oldest) = scope.tickets.iter().position(|(n, _, _)| *n == server_name) {
+                scope.tickets.remove(oldest);
+            }
+        }
+        scope
+            .tickets
+            .push_back((server_name, std::time::Instant::now(), value));
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let mut scope = self.current();
+        // The newest: tickets are single-use, and a resumed handshake brings fresh ones.
+        let newest = scope
+            .tickets
+            .iter()
+            .rposition(|(n, _, _)| n == server_name)?;
+        scope.tickets.remove(newest).map(|(_, _, v)| v)
     }
 }
 

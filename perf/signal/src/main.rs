@@ -213,6 +213,7 @@ fn start_lane(pki: &Pki, up: SocketAddr, core: usize) -> anyhow::Result<Lane> {
         access_log: false,
         identity_header: http::HeaderName::from_static("x-popmesh-peer-identity"),
         max_retry_body: 64 << 10,
+        upstream_resumption: std::time::Duration::from_secs(600),
     };
     Lane::start(
         spec,

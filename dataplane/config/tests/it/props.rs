@@ -85,6 +85,7 @@ const KEYS: &[&str] = &[
     "access_log",
     "header_identity",
     "max_request_body_retry",
+    "upstream_resumption",
     "listeners",
     "direction",
     "protocol",
@@ -276,6 +277,7 @@ const VALID_MESH_LINES: &[&str] = &[
     "access_log = true",
     "header_identity = \"x-popmesh-peer-identity\"",
     "max_request_body_retry = 65536",
+    "upstream_resumption = \"10m\"",
     "[[signaling.listeners]]",
     "name = \"inbound\"",
     "bind = \"0.0.0.0:8443\"",
@@ -471,6 +473,7 @@ struct SignalingSeed {
     access_log: bool,
     header: String,
     max_body: u32,
+    resumption_s: u64,
     /// Non-empty: the config is control-managed (listeners need `[control]`), with no sessions.
     listeners: Vec<ListenerSeed>,
 }
@@ -502,14 +505,16 @@ fn signaling_seed() -> impl Strategy<Value = SignalingSeed> {
         any::<bool>(),
         "x-[a-z0-9!#$%&'*+.^_`|~-]{0,30}",
         0u32..=16 * 1024 * 1024,
+        0u64..=86_400,
         prop::collection::vec(listener_seed(), 0..=4),
     )
         .prop_map(
-            |(drain_ms, access_log, header, max_body, listeners)| SignalingSeed {
+            |(drain_ms, access_log, header, max_body, resumption_s, listeners)| SignalingSeed {
                 drain_ms,
                 access_log,
                 header,
                 max_body,
+                resumption_s,
                 listeners,
             },
         )
@@ -745,6 +750,7 @@ fn build_config(seed: ConfigSeed) -> Config {
             access_log: signaling_seed.access_log,
             header_identity: signaling_seed.header,
             max_request_body_retry: signaling_seed.max_body,
+            upstream_resumption: Duration::from_secs(signaling_seed.resumption_s),
             listeners,
         },
         housekeeping: popmesh_config::CoreLaneConfig {

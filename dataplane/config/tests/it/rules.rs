@@ -1315,6 +1315,7 @@ fn signaling_defaults_without_the_section() {
     assert!(s.access_log);
     assert_eq!(s.header_identity, "x-popmesh-peer-identity");
     assert_eq!(s.max_request_body_retry, 65_536);
+    assert_eq!(s.upstream_resumption, Duration::from_secs(600));
     // Only cores, as before the lane had listeners.
     assert_eq!(
         ok(&format!("[signaling]\ncores = [0]\n{PORT}"))
@@ -1343,6 +1344,7 @@ fn signaling_listeners_parse_with_their_defaults() {
             "access_log = false",
             "header_identity = \"x-caller\"",
             "max_request_body_retry = 16777216",
+            "upstream_resumption = \"24h\"",
         ],
         &[INBOUND, OUTBOUND, tcp],
     ));
@@ -1351,6 +1353,7 @@ fn signaling_listeners_parse_with_their_defaults() {
     assert!(!s.access_log);
     assert_eq!(s.header_identity, "x-caller");
     assert_eq!(s.max_request_body_retry, 16 * 1024 * 1024);
+    assert_eq!(s.upstream_resumption, Duration::from_secs(86_400));
     let [inbound, local, raw] = s.listeners.as_slice() else {
         panic!("three listeners: {:?}", s.listeners);
     };
@@ -1412,6 +1415,20 @@ fn signaling_settings_ranges() {
         "has no unit",
     );
     ok(&signaling(&["drain_timeout = \"0s\""], &[]));
+    assert_invalid(
+        &signaling(&["upstream_resumption = \"25h\""], &[]),
+        "signaling.upstream_resumption",
+        "\"25h\"",
+        "must be in 0s..=24h",
+    );
+    assert_invalid(
+        &signaling(&["upstream_resumption = \"ten\""], &[]),
+        "signaling.upstream_resumption",
+        "\"ten\"",
+        "has no number before the unit",
+    );
+    let off = ok(&signaling(&["upstream_resumption = \"0s\""], &[]));
+    assert_eq!(off.signaling.upstream_resumption, Duration::ZERO);
     assert_invalid(
         &signaling(&["max_request_body_retry = 16777217"], &[]),
         "signaling.max_request_body_retry",

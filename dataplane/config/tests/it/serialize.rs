@@ -167,6 +167,7 @@ state_dir = "/tmp"
     assert_eq!(s["access_log"], true);
     assert_eq!(s["header_identity"], "x-popmesh-peer-identity");
     assert_eq!(s["max_request_body_retry"], 65536);
+    assert_eq!(s["upstream_resumption"], "10m");
     assert_eq!(
         s["listeners"][0],
         serde_json::json!({

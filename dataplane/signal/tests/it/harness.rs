@@ -307,6 +307,7 @@ pub fn lane(tls: Arc<TlsState>, mesh: &Mesh, listeners: Vec<ListenerSpec>) -> La
         access_log: false,
         identity_header: http::HeaderName::from_static("x-popmesh-peer-identity"),
         max_retry_body: 64 << 10,
+        upstream_resumption: Duration::from_secs(600),
     };
     Lane::start(spec, tls, mesh.compile(1, None), Metrics::default()).unwrap()
 }

@@ -233,3 +233,81 @@ async fn rotated_svid_is_served_to_new_handshakes_and_old_connections_stay() {
     let fresh = client(&s.pki.tls("user", "user"), false);
     assert_eq!(get(&fresh, s.addr, "/pay", &[]).await.unwrap().0, 200);
 }
+
+/// One in-memory handshake of `client` with `server`, including the tickets the server sends
+/// after it; how the client's side of it went.
+fn memory_handshake(
+    client: &Arc<rustls::ClientConfig>,
+    server: &Arc<rustls::ServerConfig>,
+) -> rustls::HandshakeKind {
+    let name = rustls_pki_types::ServerName::try_from("payment.internal").unwrap();
+    let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+    for _ in 0..16 {
+        let mut moved = false;
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            moved = true;
+            s.read_tls(&mut rd).unwrap();
+            s.process_new_packets().unwrap();
+        }
+        let mut buf = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            moved = true;
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        if !moved && !c.is_handshaking() && !s.is_handshaking() {
+            // Resumed or not, the client knows whom it talks to.
+            assert!(c.peer_certificates().is_some_and(|p| !p.is_empty()));
+            return c.handshake_kind().unwrap();
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+#[test]
+fn upstream_sessions_resume_until_a_rotation_or_their_age_limit() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new("pop.test");
+    let lane = pki.tls("mesh", "lane");
+    let payment = pki.tls("pay", "payment");
+    let mut server = (*payment.server_config(&[])).clone();
+    server.send_tls13_tickets = 2;
+    let server = Arc::new(server);
+
+    let client = lane.resuming_client_config(&[], Duration::from_secs(600));
+    let kinds: Vec<_> = (0..4).map(|_| memory_handshake(&client, &server)).collect();
+    assert_eq!(kinds, [Full, Resumed, Resumed, Resumed]);
+
+    // A new trust bundle (even with the same roots) or a renewed SVID forgets every session:
+    // the next handshake verifies the server again.
+    lane.set_trust_bundle(pki.bundle()).unwrap();
+    assert_eq!(memory_handshake(&client, &server), Full);
+    assert_eq!(memory_handshake(&client, &server), Resumed);
+    lane.set_identity(pki.svid("mesh", "lane")).unwrap();
+    assert_eq!(memory_handshake(&client, &server), Full);
+    assert_eq!(memory_handshake(&client, &server), Resumed);
+
+    // Sessions older than the limit are not offered.
+    let short = lane.resuming_client_config(&[], Duration::from_millis(1));
+    assert_eq!(memory_handshake(&short, &server), Full);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(memory_handshake(&short, &server), Full);
+
+    // Zero disables resumption; so does a server that sends no tickets.
+    let never = lane.resuming_client_config(&[], Duration::ZERO);
+    assert_eq!(memory_handshake(&never, &server), Full);
+    assert_eq!(memory_handshake(&never, &server), Full);
+    let no_tickets = payment.server_config(&[]);
+    assert_eq!(memory_handshake(&client, &no_tickets), Full);
+    assert_eq!(memory_handshake(&client, &no_tickets), Full);
+}

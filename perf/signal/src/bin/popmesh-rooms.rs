@@ -99,6 +99,11 @@ struct ServeArgs {
     /// harness).
     #[arg(long, default_value_t = 3600.0)]
     max_runtime: f64,
+    /// TLS 1.3 session tickets sent after each full handshake, so that callers (the lane's
+    /// upstream pools) can resume; most services send 2 by default. 0 forces a full handshake
+    /// on every connection.
+    #[arg(long, default_value_t = 2)]
+    session_tickets: usize,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -242,7 +247,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let listener = socket.listen(8192)?;
         let addr = listener.local_addr()?;
         println!("listening {addr} (nofile {nofile})");
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(&[ALPN_H2, ALPN_HTTP11]));
+        let mut config = (*tls.server_config(&[ALPN_H2, ALPN_HTTP11])).clone();
+        config.send_tls13_tickets = a.session_tickets;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let state = Arc::new(RoomState::default());
         let paths = Arc::new((a.join_path, a.ws_path));
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
