@@ -150,19 +150,36 @@ pub async fn http_upstream(
 
 /// A WebSocket echo upstream with mTLS.
 pub async fn ws_upstream(tls: Arc<TlsState>) -> SocketAddr {
+    ws_upstream_recording(tls, 0).await.0
+}
+
+/// Handshake kinds an upstream saw, in accept order.
+pub type Handshakes = Arc<std::sync::Mutex<Vec<rustls::HandshakeKind>>>;
+
+/// A WebSocket echo upstream with mTLS that sends `tickets` TLS 1.3 session tickets after
+/// each full handshake, and records whether each handshake was full or resumed.
+pub async fn ws_upstream_recording(tls: Arc<TlsState>, tickets: usize) -> (SocketAddr, Handshakes) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(&[ALPN_HTTP11]));
+    let mut config = (*tls.server_config(&[ALPN_HTTP11])).clone();
+    config.send_tls13_tickets = tickets;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let seen = Handshakes::default();
+    let record = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
+            let record = record.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if let Some(kind) = tls.get_ref().1.handshake_kind() {
+                    record.lock().unwrap().push(kind);
+                }
                 let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
                     return;
                 };
@@ -177,7 +194,7 @@ pub async fn ws_upstream(tls: Arc<TlsState>) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 pub type HttpClient = Client<

@@ -29,6 +29,45 @@ async fn ws_connect(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_resume_upstream_tls_sessions_and_a_rotation_forgets_them() {
+    let pki = Pki::new(TD);
+    let (ws_up, handshakes) = ws_upstream_recording(pki.tls("danmaku", "danmaku"), 2).await;
+    let mesh = Mesh {
+        services: vec![service("chat", &[("v1", &[ws_up])])],
+        routes: vec![route("chat", "/ws", "chat")],
+        policies: vec![allow("chat", "spiffe://pop.test/ns/user/sa/*", "chat")],
+        ..Mesh::default()
+    };
+    let lane = inbound_lane(&pki, &mesh);
+    let user = pki.tls("user", "user");
+    // Every WebSocket takes an upstream connection of its own; one at a time, so each finds
+    // the tickets of the one before.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut ws = ws_connect(lane.bound[0], &user).await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert!(ws.next().await.unwrap().is_ok());
+        open.push(ws);
+    }
+    lane.shared()
+        .tls
+        .set_identity(pki.svid("appliances", "pop-1"))
+        .unwrap();
+    for _ in 0..2 {
+        let mut ws = ws_connect(lane.bound[0], &user).await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert!(ws.next().await.unwrap().is_ok());
+        open.push(ws);
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(
+        *handshakes.lock().unwrap(),
+        [Full, Resumed, Resumed, Resumed, Full, Resumed],
+        "the first upstream handshake is full, the next resume; a new SVID starts over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_websockets_survive_50_config_changes_and_an_svid_rotation() {
     let pki = Pki::new(TD);
     let ws_up = ws_upstream(pki.tls("danmaku", "danmaku")).await;
