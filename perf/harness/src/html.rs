@@ -491,15 +491,19 @@ pub fn render(report: &Report) -> String {
         .iter()
         .map(|f| (f.name.as_str(), f.start_s, f.end_s))
         .collect();
-    h.push_str(&banded_chart(
-        "Packets per second over time",
-        "seconds since start",
-        "packets/s",
-        &pps,
-        false,
-        false,
-        &bands,
-    ));
+    if pps.is_empty() {
+        h.push_str("<p>No media in this run: no packets/s series.</p>\n");
+    } else {
+        h.push_str(&banded_chart(
+            "Packets per second over time",
+            "seconds since start",
+            "packets/s",
+            &pps,
+            false,
+            false,
+            &bands,
+        ));
+    }
     if !report.faults.is_empty() {
         h.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>kind</th><th>from (s)</th><th>to (s)</th></tr>\n");
         for f in &report.faults {

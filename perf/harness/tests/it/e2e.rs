@@ -578,6 +578,8 @@ source = "ours"
         .iter()
         .any(|s| s.name == "pps.lane.appliance_tx" && s.points.iter().any(|p| p[1] > 0.0)));
     assert!(!report.metrics.contains_key("lane_media_cpu_percent"));
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("pps.lane.appliance_tx") && html.contains("remote mode ran"));
     assert!(
         report
             .notes
