@@ -422,15 +422,22 @@ pub fn render(report: &Report) -> String {
     let lane_direct: Vec<(&str, &[[f64; 2]])> = report
         .latency_cdfs
         .iter()
-        .filter(|c| c.name == "lane" || c.name == "direct")
+        .filter(|c| !c.name.starts_with("fanout"))
         .map(|c| (c.name.as_str(), c.points.as_slice()))
         .collect();
-    // The control plane's CDFs are joins (a new mTLS connection and one request per user).
+    // The control plane's CDFs are joins (a new mTLS connection and one request per user); a
+    // stability run has one CDF of the viewers' media over the whole run.
     let (title, x_label, y_label) = if report.scenario.kind == "control-plane" {
         (
             "Join latency CDF: signaling lane vs direct",
             "connect + TLS + join (us, log)",
             "fraction of users",
+        )
+    } else if report.scenario.kind == "stability" {
+        (
+            "End-to-end latency CDF of the viewers' media, faults included",
+            "one-way latency (us, log)",
+            "fraction of packets",
         )
     } else {
         (

@@ -32,7 +32,8 @@ const EXIT_RUN_ERROR: u8 = 3;
         self-contained report.html and HdrHistogram interval logs (.hlog) into the output \
         directory. In local-lab mode it starts popmesh-dataplane and popmesh-rtp itself from \
         target/release. `check` parses a scenario and prints it with every default. `compare` \
-        flags regressions between two report.json files. `metrics` lists the metric names \
+        flags regressions between two report.json files. `render` writes report.html again \
+        from a report.json. `metrics` lists the metric names \
         thresholds may use.\n\n\
         Exit status: 0 pass; 1 a threshold failed or was not measured (run) or a metric \
         regressed (compare); 3 the run failed; 64 bad usage or scenario. \
@@ -54,6 +55,14 @@ enum Cmd {
     },
     /// Compare two reports and flag regressions (exit 1 if any).
     Compare(CompareArgs),
+    /// Write report.html again from a report.json (e.g. with a newer harness's plots).
+    Render {
+        /// The report.json.
+        report: PathBuf,
+        /// Where to write the page; default: report.html next to the JSON.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List the metric names a scenario kind reports (for thresholds).
     Metrics {
         /// Kind: data-plane, control-plane or stability; default: all.
@@ -123,7 +132,26 @@ fn main() -> ExitCode {
             Err(e) => usage(&format!("{}: {e}", scenario.display())),
         },
         Cmd::Compare(args) => compare_cmd(&args),
+        Cmd::Render { report, out } => render_cmd(&report, out),
         Cmd::Metrics { kind } => metrics_cmd(kind.as_deref()),
+    }
+}
+
+fn render_cmd(report: &Path, out: Option<PathBuf>) -> ExitCode {
+    let parsed = match Report::from_file(report) {
+        Ok(r) => r,
+        Err(e) => return usage(&format!("{}: {e:#}", report.display())),
+    };
+    let out = out.unwrap_or_else(|| report.with_file_name("report.html"));
+    match std::fs::write(&out, popmesh_capacity::html::render(&parsed)) {
+        Ok(()) => {
+            println!("{}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("popmesh-perf: write {}: {e}", out.display());
+            ExitCode::from(EXIT_RUN_ERROR)
+        }
     }
 }
 

@@ -151,3 +151,44 @@ fn the_command_exits_1_on_a_regression_and_prints_json() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.json"));
 }
+
+#[test]
+fn render_writes_the_page_again_from_the_json_with_every_cdf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = report(map(&[("loss_ratio", 0.01, Better::Lower)]));
+    r.scenario.kind = "stability".into();
+    r.latency_cdfs.push(popmesh_capacity::report::Cdf {
+        name: "stability".into(),
+        samples: 3,
+        points: vec![[10.0, 0.1], [20.0, 0.5], [40.0, 1.0]],
+        hlog: None,
+    });
+    let json = dir.path().join("report.json");
+    std::fs::write(&json, serde_json::to_string(&r).expect("json")).expect("write");
+    let bin = env!("CARGO_BIN_EXE_popmesh-perf");
+    let out = Command::new(bin)
+        .arg("render")
+        .arg(&json)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).expect("report.html");
+    // The stability run's one CDF is drawn (a legend entry), and a run without media says so.
+    assert!(html.contains("faults included") && html.contains(">stability</text>"));
+    assert!(html.contains("No media in this run"));
+    // A file that is not a report is a usage error naming it.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{}").expect("write");
+    let out = Command::new(bin)
+        .arg("render")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+}
