@@ -785,6 +785,21 @@ fn int_in<T: TryFrom<i64>>(
     T::try_from(value).map_err(|_| out_of_range())
 }
 
+/// Parses the duration `text` at `path` and checks it against `range` (`rule` says the range
+/// in the operator's units, e.g. "must be in 0s..=10m").
+fn duration_in(
+    path: &str,
+    text: &str,
+    range: RangeInclusive<Duration>,
+    rule: &str,
+) -> Result<Duration, ConfigError> {
+    let d = parse_duration(text).map_err(|why| ConfigError::invalid(path, quoted(text), why))?;
+    if !range.contains(&d) {
+        return Err(ConfigError::invalid(path, quoted(text), rule));
+    }
+    Ok(d)
+}
+
 /// Like [`int_in`], and the value must also be a power of two.
 fn power_of_two_in<T: TryFrom<i64>>(
     path: &str,
@@ -1199,32 +1214,24 @@ fn convert_signaling(
     admin: SocketAddr,
 ) -> Result<SignalingConfig, ConfigError> {
     let cores = convert_lane("signaling", &raw.cores, media, None)?;
-    let path = "signaling.drain_timeout";
-    let drain_timeout = parse_duration(&raw.drain_timeout)
-        .map_err(|rule| ConfigError::invalid(path, quoted(&raw.drain_timeout), rule))?;
-    if drain_timeout > DRAIN_TIMEOUT_LIMIT {
-        return Err(ConfigError::invalid(
-            path,
-            quoted(&raw.drain_timeout),
-            "must be in 0s..=10m",
-        ));
-    }
+    let drain_timeout = duration_in(
+        "signaling.drain_timeout",
+        &raw.drain_timeout,
+        Duration::ZERO..=DRAIN_TIMEOUT_LIMIT,
+        "must be in 0s..=10m",
+    )?;
     check_header_identity(&raw.header_identity)?;
     let max_request_body_retry = int_in(
         "signaling.max_request_body_retry",
         raw.max_request_body_retry,
         MAX_REQUEST_BODY_RETRY_RANGE,
     )?;
-    let path = "signaling.upstream_resumption";
-    let upstream_resumption = parse_duration(&raw.upstream_resumption)
-        .map_err(|rule| ConfigError::invalid(path, quoted(&raw.upstream_resumption), rule))?;
-    if upstream_resumption > UPSTREAM_RESUMPTION_LIMIT {
-        return Err(ConfigError::invalid(
-            path,
-            quoted(&raw.upstream_resumption),
-            "must be in 0s..=24h",
-        ));
-    }
+    let upstream_resumption = duration_in(
+        "signaling.upstream_resumption",
+        &raw.upstream_resumption,
+        Duration::ZERO..=UPSTREAM_RESUMPTION_LIMIT,
+        "must be in 0s..=24h",
+    )?;
     let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.listeners.len());
     for (index, raw_listener) in raw.listeners.into_iter().enumerate() {
         let listener = convert_listener(index, raw_listener, &listeners, admin)?;
@@ -1437,16 +1444,12 @@ fn convert_listener(
             }
         };
 
-    let idle_path = format!("{base}.idle_timeout");
-    let idle_timeout = parse_duration(&raw.idle_timeout)
-        .map_err(|rule| ConfigError::invalid(&idle_path, quoted(&raw.idle_timeout), rule))?;
-    if !IDLE_TIMEOUT_RANGE.contains(&idle_timeout) {
-        return Err(ConfigError::invalid(
-            idle_path,
-            quoted(&raw.idle_timeout),
-            "must be in 1s..=7d",
-        ));
-    }
+    let idle_timeout = duration_in(
+        &format!("{base}.idle_timeout"),
+        &raw.idle_timeout,
+        IDLE_TIMEOUT_RANGE,
+        "must be in 1s..=7d",
+    )?;
     let max_connections = int_in(
         &format!("{base}.max_connections"),
         raw.max_connections,
@@ -1497,16 +1500,12 @@ impl TryFrom<RawIdle> for IdleConfig {
                 "must be more than 0 and at most 1s",
             ));
         }
-        let path = "media.idle.coalesce";
-        let coalesce = parse_duration(&raw.coalesce)
-            .map_err(|rule| ConfigError::invalid(path, quoted(&raw.coalesce), rule))?;
-        if coalesce > COALESCE_LIMIT {
-            return Err(ConfigError::invalid(
-                path,
-                quoted(&raw.coalesce),
-                "must be at most 1ms (it adds up to this much latency)",
-            ));
-        }
+        let coalesce = duration_in(
+            "media.idle.coalesce",
+            &raw.coalesce,
+            Duration::ZERO..=COALESCE_LIMIT,
+            "must be at most 1ms (it adds up to this much latency)",
+        )?;
         Ok(IdleConfig {
             spin_polls,
             max_wait,

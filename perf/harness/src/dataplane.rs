@@ -229,25 +229,6 @@ impl Appliance {
         }
     }
 
-    fn drop_reasons(&self) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
-        self.meter().drop_reasons()
-    }
-
-    pub(crate) fn read(&self) -> anyhow::Result<Reading> {
-        self.meter().read()
-    }
-
-    /// See [`Meter::sample_rates`].
-    pub(crate) fn sample_rates(
-        &self,
-        last: &mut Option<Reading>,
-        t: f64,
-        rx: &mut Vec<[f64; 2]>,
-        tx: &mut Vec<[f64; 2]>,
-    ) -> String {
-        self.meter().sample_rates(last, t, rx, tx)
-    }
-
     pub(crate) fn stop(mut self) {
         if self.child.terminate(Duration::from_secs(10)).is_none() {
             // Killed by terminate's fallback; nothing else to do.
@@ -1130,6 +1111,7 @@ impl Lab {
         duration_s: f64,
         specs: &[SendSpec],
     ) -> anyhow::Result<Measured> {
+        let appliance = appliance.meter();
         let before = appliance.read()?;
         let reasons_before = appliance.drop_reasons()?;
         let mut senders = Vec::new();

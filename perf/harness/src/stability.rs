@@ -555,7 +555,12 @@ impl<'a> Run<'a> {
                             let Some(a) = a else {
                                 return "appliance down".to_string();
                             };
-                            a.sample_rates(&mut last, c.elapsed_s(), &mut rx_series, &mut tx_series)
+                            a.meter().sample_rates(
+                                &mut last,
+                                c.elapsed_s(),
+                                &mut rx_series,
+                                &mut tx_series,
+                            )
                         },
                     )?;
                 }

@@ -243,28 +243,24 @@ fn memory_handshake(
     let name = rustls_pki_types::ServerName::try_from("payment.internal").unwrap();
     let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
     let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+    /// Moves what `from` has to send into `to`; whether there was anything.
+    fn pump<A, B>(
+        from: &mut rustls::ConnectionCommon<A>,
+        to: &mut rustls::ConnectionCommon<B>,
+    ) -> bool {
+        let mut buf = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            to.read_tls(&mut rd).unwrap();
+            to.process_new_packets().unwrap();
+        }
+        !buf.is_empty()
+    }
     for _ in 0..16 {
-        let mut moved = false;
-        let mut buf = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            moved = true;
-            s.read_tls(&mut rd).unwrap();
-            s.process_new_packets().unwrap();
-        }
-        let mut buf = Vec::new();
-        while s.wants_write() {
-            s.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            moved = true;
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-        }
+        let moved = pump(&mut c, &mut s) | pump(&mut s, &mut c);
         if !moved && !c.is_handshaking() && !s.is_handshaking() {
             // Resumed or not, the client knows whom it talks to.
             assert!(c.peer_certificates().is_some_and(|p| !p.is_empty()));
