@@ -1,4 +1,5 @@
-//! The upstream connector: TCP connects that count against the service's `max_connections`.
+//! The upstream connector: TCP connects that count against the service's `max_connections`,
+//! then mutual TLS ([`UpstreamConnector`]).
 //!
 //! Each new upstream connection takes a [`ConnectionPermit`] from the breaker of the service
 //! that owns the endpoint (the mesh table in use maps `host:port` to it) and holds it for as
@@ -12,15 +13,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::io;
+
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::lane::Shared;
 use crate::proxy::BoxError;
 use crate::resilience::{ConnectionPermit, Overflow};
+use crate::tls::ALPN_H2;
+use crate::tls_stream;
 
 /// [`HttpConnector`] with connection counting.
 #[derive(Clone)]
@@ -63,7 +71,7 @@ impl tower_service::Service<Uri> for CountingConnector {
         };
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            let io = connecting.await?;
+            let io = connecting.await?.into_inner();
             Ok(Counted {
                 io,
                 _permit: permit,
@@ -74,40 +82,34 @@ impl tower_service::Service<Uri> for CountingConnector {
 
 /// An upstream TCP connection holding its permit.
 pub(crate) struct Counted {
-    io: TokioIo<TcpStream>,
+    io: TcpStream,
     _permit: Option<ConnectionPermit>,
 }
 
-impl Connection for Counted {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl Read for Counted {
+impl AsyncRead for Counted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl Write for Counted {
+impl AsyncWrite for Counted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
@@ -118,9 +120,149 @@ impl Write for Counted {
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// The upstream pools' connector: a counted TCP connection, then, for `https` URIs, mutual
+/// TLS with the lane's SVID over [`tls_stream`] (no buffers held while the connection idles
+/// in the pool or carries a quiet WebSocket).
+#[derive(Clone)]
+pub(crate) struct UpstreamConnector {
+    tcp: CountingConnector,
+    tls: Arc<ClientConfig>,
+}
+
+impl UpstreamConnector {
+    /// `tls` must offer the ALPN protocol of the pool (`h2` or `http/1.1`).
+    pub(crate) fn new(tcp: CountingConnector, tls: Arc<ClientConfig>) -> Self {
+        UpstreamConnector { tcp, tls }
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = Upstream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Upstream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = (uri.scheme() == Some(&http::uri::Scheme::HTTPS)).then(|| {
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            (self.tls.clone(), ServerName::try_from(host.to_owned()))
+        });
+        let connecting = self.tcp.call(uri);
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            let Some((config, name)) = tls else {
+                return Ok(Upstream {
+                    io: TokioIo::new(UpstreamIo::Plain(tcp)),
+                    h2: false,
+                });
+            };
+            let stream = tls_stream::connect(config, name?, tcp).await?;
+            let h2 = stream.conn().alpn_protocol() == Some(ALPN_H2);
+            Ok(Upstream {
+                io: TokioIo::new(UpstreamIo::Tls(Box::new(stream))),
+                h2,
+            })
+        })
+    }
+}
+
+enum UpstreamIo {
+    Plain(Counted),
+    Tls(Box<tls_stream::ClientStream<Counted>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream connection, plain or TLS, as hyper's pools hold it.
+pub(crate) struct Upstream {
+    io: TokioIo<UpstreamIo>,
+    /// The server chose HTTP/2 by ALPN.
+    h2: bool,
+}
+
+impl Connection for Upstream {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.h2 {
+            c.negotiated_h2()
+        } else {
+            c
+        }
+    }
+}
+
+impl Read for Upstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Upstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

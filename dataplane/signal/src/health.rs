@@ -291,16 +291,14 @@ async fn check(shared: &Shared, labels: &EndpointLabels, spec: &CheckSpec) -> Re
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("server name: {e}"))?;
-    let connector =
-        tokio_rustls::TlsConnector::from(shared.tls.client_config(&[ALPN_H2, ALPN_HTTP11]));
-    let tls = connector
-        .connect(name, tcp)
+    let config = shared.tls.client_config(&[ALPN_H2, ALPN_HTTP11]);
+    let tls = crate::tls_stream::connect(config, name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
     match &spec.path {
         None => Ok(()),
         Some(path) => {
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+            let h2 = tls.conn().alpn_protocol() == Some(ALPN_H2);
             http_get(tls, addr, path, h2).await
         }
     }

@@ -23,6 +23,7 @@ pub mod resilience;
 mod splice;
 pub mod table;
 pub mod tls;
+pub mod tls_stream;
 pub mod trace;
 
 pub use lane::{Direction, Lane, LaneSpec, ListenerSpec, Protocol};

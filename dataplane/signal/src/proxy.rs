@@ -15,7 +15,6 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use popmesh_ctrl_api::SpiffeId;
@@ -23,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::connect::{overflow_of, CountingConnector};
+use crate::connect::{overflow_of, CountingConnector, UpstreamConnector};
 use crate::lane::{self, Direction, Protocol, Shared};
 use crate::metrics::{
     DenyLabels, EndpointLabels, HandshakeLabels, LatencyLabels, ListenerLabels, OverflowLabels,
@@ -32,6 +31,7 @@ use crate::metrics::{
 use crate::resilience::{Balancer, Outcome, Overflow};
 use crate::table::{Decision, MeshTable, Service};
 use crate::tls::{self, ALPN_H2, ALPN_HTTP11};
+use crate::tls_stream;
 use crate::trace::TraceParent;
 
 /// Errors of bodies and upstream calls.
@@ -41,7 +41,7 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type UpstreamClient = Client<HttpsConnector<CountingConnector>, Body>;
+type UpstreamClient = Client<UpstreamConnector, Body>;
 
 /// Per-core upstream pools: HTTP/1.1 and HTTP/2 clients. The lane keeps the caller's HTTP
 /// version upstream (gRPC needs HTTP/2, WebSocket upgrades HTTP/1.1).
@@ -53,19 +53,11 @@ struct Upstreams {
 impl Upstreams {
     fn new(shared: &Arc<Shared>) -> Upstreams {
         let connector = |h2: bool| {
-            let cfg = (*shared
+            let alpn: &[u8] = if h2 { ALPN_H2 } else { ALPN_HTTP11 };
+            let tls = shared
                 .tls
-                .resuming_client_config(&[], shared.spec.upstream_resumption))
-            .clone();
-            let b = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(cfg)
-                .https_or_http();
-            let tcp = CountingConnector::new(shared.clone());
-            if h2 {
-                b.enable_http2().wrap_connector(tcp)
-            } else {
-                b.enable_http1().wrap_connector(tcp)
-            }
+                .resuming_client_config(&[alpn], shared.spec.upstream_resumption);
+            UpstreamConnector::new(CountingConnector::new(shared.clone()), tls)
         };
         let client = |h2: bool| {
             Client::builder(TokioExecutor::new())
@@ -141,7 +133,7 @@ async fn accept_loop(
         Protocol::Http => &[ALPN_H2, ALPN_HTTP11],
         Protocol::Tcp => &[],
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server_config(alpn));
+    let server_config = shared.tls.server_config(alpn);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -160,7 +152,7 @@ async fn accept_loop(
         shared.metrics.accepted.get_or_create(&labels).inc();
         let shared = shared.clone();
         let upstreams = upstreams.clone();
-        let acceptor = acceptor.clone();
+        let server_config = server_config.clone();
         let labels = labels.clone();
         // hyper's graceful shutdown needs the connection future; watching happens inside.
         let graceful = graceful.clone();
@@ -175,9 +167,14 @@ async fn accept_loop(
             };
             match shared.spec.listeners[i].direction {
                 Direction::Inbound => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        tls_stream::accept(server_config, tcp),
+                    )
+                    .await
+                    {
                         Ok(Ok(stream)) => {
-                            let identity = tls::peer_identity(stream.get_ref().1);
+                            let identity = tls::peer_identity(stream.conn());
                             let conn = ConnInfo { identity, ..conn };
                             serve(shared.clone(), upstreams, &graceful, conn, stream).await;
                         }
@@ -1093,7 +1090,6 @@ where
         let _ = crate::splice::copy_both(&mut io, &mut tcp).await;
         return;
     }
-    let connector = tokio_rustls::TlsConnector::from(shared.tls.client_config(&[]));
     let name = rustls_pki_types::ServerName::try_from(
         endpoint
             .addr()
@@ -1106,7 +1102,7 @@ where
         inflight.finish(Instant::now(), Outcome::ConnectFailure);
         return;
     };
-    match connector.connect(name, tcp).await {
+    match tls_stream::connect(shared.tls.client_config(&[]), name, tcp).await {
         Ok(mut up) => {
             inflight.finish(Instant::now(), Outcome::Success);
             let _ = crate::splice::copy_both(&mut io, &mut up).await;

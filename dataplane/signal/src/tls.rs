@@ -675,7 +675,7 @@ fn not_after(der: &[u8]) -> Result<i64, String> {
 }
 
 /// The verified peer identity of an accepted server-side connection, if it presented one.
-pub fn peer_identity(conn: &rustls::ServerConnection) -> Option<SpiffeId> {
+pub fn peer_identity(conn: &rustls::CommonState) -> Option<SpiffeId> {
     let leaf = conn.peer_certificates()?.first()?;
     spiffe_id_of(leaf).ok()
 }
