@@ -13,6 +13,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -61,7 +62,7 @@ impl Half {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
-        scratch: &mut [u8],
+        scratch: &mut [MaybeUninit<u8>],
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -89,7 +90,7 @@ impl Half {
                         self.held = Vec::new();
                         self.pos = 0;
                     }
-                    let mut buf = ReadBuf::new(scratch);
+                    let mut buf = ReadBuf::uninit(&mut *scratch);
                     match Pin::new(&mut *r).poll_read(cx, &mut buf) {
                         Poll::Pending => {
                             ready!(Pin::new(&mut *w).poll_flush(cx))?;
@@ -140,7 +141,8 @@ where
     let mut a_to_b = Half::new();
     let mut b_to_a = Half::new();
     poll_fn(|cx| {
-        let mut scratch = [0u8; SCRATCH];
+        // Uninitialised: nothing is zeroed per poll.
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
         let ab = a_to_b.poll_copy(cx, a, b, &mut scratch)?;
         let ba = b_to_a.poll_copy(cx, b, a, &mut scratch)?;
         match (ab, ba) {

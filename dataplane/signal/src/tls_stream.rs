@@ -20,6 +20,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const SCRATCH: usize = 17 * 1024;
 /// Plaintext encrypted per `poll_write`: one full record.
 const MAX_WRITE: usize = 16 * 1024;
+/// What encryption adds to a record: TLS 1.3's header, content type and AEAD tag are 22 bytes.
+const RECORD_OVERHEAD: usize = 64;
 
 /// One side of a connection: rustls' unbuffered client or server.
 pub trait Role: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> {
@@ -312,33 +315,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role> TlsStream<IO, C> {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads what the socket has into `scratch`; `Ok(0)` is end of stream.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Poll<io::Result<usize>> {
-        let mut rb = ReadBuf::new(scratch);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-        Poll::Ready(Ok(rb.filled().len()))
+    /// Reads what the socket has into `rb`, emptied first; still empty afterwards is end of
+    /// stream. The scratch behind `rb` need not be initialised, so nothing is zeroed per read.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, rb: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        rb.clear();
+        Pin::new(&mut self.io).poll_read(cx, rb)
     }
 
-    /// Feeds `n` fresh bytes of `scratch` to rustls, with whatever partial record was kept.
-    fn feed(
-        &mut self,
-        scratch: &mut [u8],
-        n: usize,
-        dst: Option<&mut ReadBuf<'_>>,
-    ) -> io::Result<Stop> {
+    /// Feeds `fresh` bytes from the socket to rustls, after whatever partial record was kept.
+    fn feed(&mut self, fresh: &mut [u8], dst: Option<&mut ReadBuf<'_>>) -> io::Result<Stop> {
         let mut sink = Sink {
             dst,
             spill: &mut self.plain,
         };
         let stop = if self.incoming.is_empty() {
-            let (used, stop) = run(&mut self.conn, &mut scratch[..n], &mut sink, &mut self.out)
-                .map_err(tls_error)?;
+            let (used, stop) =
+                run(&mut self.conn, fresh, &mut sink, &mut self.out).map_err(tls_error)?;
             if stop != Stop::PeerClosed {
-                self.incoming.extend_from_slice(&scratch[used..n]);
+                self.incoming.extend_from_slice(&fresh[used..]);
             }
             stop
         } else {
-            self.incoming.extend_from_slice(&scratch[..n]);
+            self.incoming.extend_from_slice(fresh);
             let (used, stop) = run(&mut self.conn, &mut self.incoming, &mut sink, &mut self.out)
                 .map_err(tls_error)?;
             self.incoming.drain(..used);
@@ -355,11 +353,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role> TlsStream<IO, C> {
 
     /// Drives the handshake until rustls says it is complete, with its last flight sent.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut scratch = [0u8; SCRATCH];
-        let mut n = 0;
+        let mut raw = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut rb = ReadBuf::uninit(&mut raw);
         loop {
-            let fed = self.feed(&mut scratch, n, None);
-            if let Err(e) = fed {
+            if let Err(e) = self.feed(rb.filled_mut(), None) {
                 // The alert, if the socket takes it now.
                 let _ = self.poll_send(cx);
                 return Poll::Ready(Err(e));
@@ -371,8 +368,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role> TlsStream<IO, C> {
             if self.read_eof {
                 return Poll::Ready(Err(eof_in_handshake()));
             }
-            n = ready!(self.poll_recv(cx, &mut scratch))?;
-            if n == 0 {
+            ready!(self.poll_recv(cx, &mut rb))?;
+            if rb.filled().is_empty() {
                 return Poll::Ready(Err(eof_in_handshake()));
             }
         }
@@ -432,14 +429,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role + Unpin> AsyncRead for TlsStrea
         if let Poll::Ready(Err(e)) = this.poll_send(cx) {
             return Poll::Ready(Err(e));
         }
-        let mut scratch = [0u8; SCRATCH];
+        let mut raw = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut rb = ReadBuf::uninit(&mut raw);
         let before = buf.filled().len();
         loop {
             if this.read_eof {
                 return Poll::Ready(Ok(()));
             }
-            let n = ready!(this.poll_recv(cx, &mut scratch))?;
-            if n == 0 {
+            ready!(this.poll_recv(cx, &mut rb))?;
+            if rb.filled().is_empty() {
                 if !this.incoming.is_empty() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -451,7 +449,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role + Unpin> AsyncRead for TlsStrea
                 this.read_eof = true;
                 return Poll::Ready(Ok(()));
             }
-            this.feed(&mut scratch, n, Some(buf))?;
+            this.feed(rb.filled_mut(), Some(buf))?;
             if !this.out.is_empty() {
                 if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                     return Poll::Ready(Err(e));
@@ -479,10 +477,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role + Unpin> AsyncWrite for TlsStre
             return Poll::Ready(Ok(0));
         }
         let take = data.len().min(MAX_WRITE);
-        let mut scratch = [0u8; SCRATCH];
-        let n = this
-            .with_write(|w| w.encrypt(&data[..take], &mut scratch))?
-            .map_err(encrypt_error)?;
+        // Only as much of the scratch as the record needs is zeroed.
+        let mut raw = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut rb = ReadBuf::uninit(&mut raw);
+        let scratch = rb.initialize_unfilled_to((take + RECORD_OVERHEAD).min(SCRATCH));
+        let n = match this.with_write(|w| w.encrypt(&data[..take], scratch))? {
+            Ok(n) => n,
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                let scratch = rb.initialize_unfilled_to(required_size.min(SCRATCH));
+                this.with_write(|w| w.encrypt(&data[..take], scratch))?
+                    .map_err(encrypt_error)?
+            }
+            Err(e) => return Poll::Ready(Err(encrypt_error(e))),
+        };
+        let scratch = rb.initialize_unfilled_to(n);
         // A key update rustls decided on while encrypting must reach the peer before the data
         // encrypted under the new key.
         this.with_write(|_| ())?;
