@@ -6,8 +6,8 @@
 #   FUZZ_DIR     a cargo-fuzz directory (holding Cargo.toml and fuzz_targets/); default: every
 #                */fuzz below the repository root: dataplane/wire/fuzz, dataplane/config/fuzz,
 #                perf/fuzz, hw/fuzz (parse_cpulist, parse_cmdline) and ctrl/api/fuzz (spiffe_id,
-#                decode_update) and dataplane/signal/fuzz (traceparent, mesh_snapshot, tls_pem)
-#                today.
+#                decode_update) and dataplane/signal/fuzz (traceparent, mesh_snapshot, tls_pem,
+#                tls_accept) today.
 #   FUZZ_SECONDS seconds per target (default 30).
 #   FUZZ_SANITIZER  cargo-fuzz sanitizer (default "none"). On the stable toolchain only "none"
 #                works: the default "address" passes -Zsanitizer=address, which stable rustc

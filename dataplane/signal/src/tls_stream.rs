@@ -204,8 +204,10 @@ fn run<C: Role>(
             Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => Some(Stop::PeerClosed),
             Ok(_) => Some(Stop::NeedBytes),
             Err(e) => {
-                // rustls queues the matching alert; send it with the error.
-                let status = conn.process(&mut []);
+                // rustls queues the matching alert; send it with the error. The same buffer
+                // again: its handshake deframer still points into it.
+                used += discard;
+                let status = conn.process(&mut incoming[used..]);
                 if let Ok(ConnectionState::EncodeTlsData(mut enc)) = status.state {
                     let _ = encode_into(out, |buf| enc.encode(buf));
                 }
@@ -381,27 +383,49 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Role> TlsStream<IO, C> {
         &mut self,
         f: impl FnOnce(&mut rustls::unbuffered::WriteTraffic<'_, C::Data>) -> R,
     ) -> io::Result<R> {
+        let mut f = Some(f);
         loop {
-            let status = self.conn.process(&mut []);
-            match status.state.map_err(tls_error)? {
-                ConnectionState::WriteTraffic(mut w) => return Ok(f(&mut w)),
+            // Always the kept bytes, never an empty slice: rustls remembers where the parts of
+            // a handshake message split over records lie in the buffer it was last given.
+            let TlsStream {
+                conn,
+                incoming,
+                out,
+                plain,
+                read_eof,
+                ..
+            } = self;
+            let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..]);
+            let mut done = None;
+            match state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(mut w) => done = f.take().map(|f| f(&mut w)),
                 ConnectionState::EncodeTlsData(mut e) => {
-                    encode_into(&mut self.out, |buf| e.encode(buf)).map_err(tls_error)?;
+                    encode_into(out, |buf| e.encode(buf)).map_err(tls_error)?;
                 }
                 ConnectionState::TransmitTlsData(t) => t.done(),
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(rec) = r.next_record() {
-                        self.plain
-                            .extend_from_slice(rec.map_err(tls_error)?.payload);
+                        let rec = rec.map_err(tls_error)?;
+                        discard += rec.discard;
+                        plain.extend_from_slice(rec.payload);
                     }
                 }
-                ConnectionState::PeerClosed => self.read_eof = true,
+                ConnectionState::PeerClosed => *read_eof = true,
                 ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
                 _ => {
                     return Err(io::Error::other(
                         "TLS stream written before its handshake completed",
                     ));
                 }
+            }
+            if discard > 0 {
+                incoming.drain(..discard);
+                if incoming.is_empty() {
+                    *incoming = Vec::new();
+                }
+            }
+            if let Some(r) = done {
+                return Ok(r);
             }
         }
     }
@@ -723,6 +747,32 @@ mod tests {
             .unwrap();
         let err = server.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// Found by the `tls_accept` fuzz target: a ClientHello fragmented over records, then
+    /// garbage. rustls keeps the fragments' places in the buffer it was given, so the alert
+    /// after the error must be fetched with that buffer again (an empty one made it panic).
+    #[tokio::test]
+    async fn fragmented_hello_then_garbage_is_an_error_not_a_panic() {
+        let pki = test_pki();
+        let input: [u8; 42] = [
+            0x16, 0x03, 0x00, 0x00, 0x24, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x05, 0x14, 0x00,
+            0x00, 0x00, 0x00, 0x03, 0x05, 0x14, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x03, 0x05, 0x14, 0x00, 0x00, 0x00, 0x00, 0x03, 0x05, 0x14, 0x00, 0x00, 0x00,
+        ];
+        for step in [1, 5, 22, 42] {
+            let (a, mut b) = tokio::io::duplex(1 << 16);
+            let server = tokio::spawn(accept(pki.server_config(), a));
+            for chunk in input.chunks(step) {
+                // The server may have refused and gone already.
+                if b.write_all(chunk).await.is_err() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            drop(b);
+            assert!(server.await.expect("no panic").is_err(), "step {step}");
+        }
     }
 
     /// An IO that hands out reads and takes writes in the sizes given, cycling, and makes
