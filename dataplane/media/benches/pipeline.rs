@@ -22,11 +22,15 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use popmesh_media::flow::{FlowKey, FlowReader, FlowSpec, FlowTable, Target};
 use popmesh_media::testkit::{rtp_packet, udp_frame};
 use popmesh_media::{Burst, Egress, Framing, PacketBuf, Pipeline, PipelineConfig, Pkt};
+/// The allocator `popmesh-dataplane` runs with, so that flows sit in the heap as they do there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BURST: usize = 32;
 /// Fewest flow positions prepared per case; bursts are drawn from them in order.
@@ -385,8 +389,52 @@ fn memory_floor(c: &mut Criterion) {
             black_box(sink)
         })
     });
+    // The same, but each packet also dirties its flow line, as the pipeline's counters do:
+    // what the write-back of a flow table far larger than the caches adds to the floor.
+    let mut dirty_state = OnceCell::new();
+    g.bench_function("two_dependent_lines_dirty/1000000flows", |b| {
+        let (index, table) = dirty_state.get_or_init(|| {
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let index: Vec<Line> = (0..index_lines)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    Line([(x % flow_lines as u64) / 6 * 6; 8])
+                })
+                .collect();
+            let table: Vec<[AtomicU64; 8]> = (0..flow_lines)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(1)))
+                .collect();
+            (index, table)
+        });
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        b.iter(|| {
+            let mut homes = [0usize; BURST];
+            for h in &mut homes {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *h = (x % index_lines as u64) as usize;
+            }
+            let mut found = [0usize; BURST];
+            for (f, h) in found.iter_mut().zip(&homes) {
+                *f = index[*h].0[0] as usize;
+            }
+            let mut sink = 0u64;
+            for f in &found {
+                sink ^= table[*f][0].load(Relaxed);
+            }
+            for f in &found {
+                let c = &table[*f][1];
+                c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+            }
+            black_box(sink)
+        })
+    });
     g.finish();
     let _ = state.take();
+    let _ = dirty_state.take();
 }
 
 criterion_group!(benches, bench, memory_floor);
