@@ -22,6 +22,11 @@ use popmesh_media::backend::{
 /// call, so it is not done on every turn; 64 turns is well under a millisecond under load.
 pub const TAP_POLL_INTERVAL: u32 = 64;
 
+/// [`DpdkBackend::tx_burst`]: a buffer nobody sends (a drop), freed.
+const DEST_FREE: PortId = PortId::MAX;
+/// [`DpdkBackend::tx_burst`]: a buffer for the exception TAP of its ingress port.
+const DEST_TAP: PortId = PortId::MAX - 1;
+
 /// A frame in an mbuf, as the pipeline sees it.
 ///
 /// `as_ref`/`as_mut` expose the first segment; received frames are always one segment (the
@@ -135,9 +140,8 @@ pub struct DpdkBackend {
     /// Transmit lists per egress port and per exception TAP, reused every turn.
     tx_out: Vec<Vec<Mbuf>>,
     tap_out: Vec<Vec<Mbuf>>,
-    /// Burst buffers moved out of `burst.pkts` while sorting them into the transmit lists.
-    /// Each with its ingress port, where an exception goes back to.
-    slots: Vec<(PortId, Option<Mbuf>)>,
+    /// Per buffer of the burst: its egress port, [`DEST_TAP`] or [`DEST_FREE`].
+    dest: Vec<PortId>,
     counters: Counters,
     // Last: the thread leaves EAL only after every queue and mbuf above is gone.
     _eal_thread: ThreadRegistration,
@@ -154,7 +158,7 @@ impl DpdkBackend {
             rx_scratch: Vec::with_capacity(burst),
             tx_out: (0..ports).map(|_| Vec::with_capacity(burst * 8)).collect(),
             tap_out: (0..taps).map(|_| Vec::with_capacity(burst)).collect(),
-            slots: Vec::with_capacity(burst * 8),
+            dest: Vec::with_capacity(burst * 8),
             counters: Counters::default(),
             q: queues,
             _eal_thread: registration,
@@ -220,41 +224,40 @@ impl Backend for DpdkBackend {
 
     fn tx_burst(&mut self, burst: &mut Burst<Frame>) -> TxOutcome {
         let mut out = TxOutcome::default();
-        // Move every buffer out so each can be routed to its port's list (a frame is sent at
-        // most once on L2: fan-out copies are frames of their own).
-        self.slots.clear();
-        self.slots.extend(
-            burst
-                .pkts
-                .drain(..)
-                .map(|p| (p.port, Some(p.buf.into_mbuf()))),
-        );
+        // Where each buffer goes, decided first so that the buffers themselves are moved once,
+        // straight into their port's list (a frame is sent at most once on L2: fan-out copies
+        // are frames of their own). Buffers with no destination (drops) are freed.
+        self.dest.clear();
+        self.dest.resize(burst.pkts.len(), DEST_FREE);
         for t in &burst.tx {
-            let mbuf = self
-                .slots
-                .get_mut(usize::from(t.pkt))
-                .and_then(|(_, m)| m.take());
-            match (mbuf, self.tx_out.get_mut(usize::from(t.port))) {
-                (Some(m), Some(list)) => list.push(m),
+            match self.dest.get_mut(usize::from(t.pkt)) {
+                Some(d) if *d == DEST_FREE && usize::from(t.port) < self.tx_out.len() => {
+                    *d = t.port
+                }
                 _ => out.failed += 1,
             }
         }
         for &i in &burst.exceptions {
-            let Some((port, Some(m))) = self
-                .slots
-                .get_mut(usize::from(i))
-                .map(|(port, m)| (*port, m.take()))
-            else {
-                continue;
-            };
-            match self.tap_out.get_mut(usize::from(port)) {
-                Some(list) => list.push(m),
-                None => self.counters.exceptions_dropped += 1,
+            if let Some(d) = self.dest.get_mut(usize::from(i)) {
+                if *d == DEST_FREE {
+                    *d = DEST_TAP;
+                    out.exceptions += 1;
+                }
             }
-            out.exceptions += 1;
         }
-        // Dropped packets (and anything not routed) are freed here.
-        self.slots.clear();
+        for (p, &d) in burst.pkts.drain(..).zip(&self.dest) {
+            let mbuf = p.buf.into_mbuf();
+            if d == DEST_TAP {
+                // An exception goes back to the TAP of the port it came in on.
+                match self.tap_out.get_mut(usize::from(p.port)) {
+                    Some(list) => list.push(mbuf),
+                    None => self.counters.exceptions_dropped += 1,
+                }
+            } else if let Some(list) = self.tx_out.get_mut(usize::from(d)) {
+                list.push(mbuf);
+            }
+            // DEST_FREE: dropped, freed here.
+        }
         for (list, txq) in self.tx_out.iter_mut().zip(self.q.tx.iter_mut()) {
             if list.is_empty() {
                 continue;

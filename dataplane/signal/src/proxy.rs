@@ -99,7 +99,9 @@ pub(crate) async fn run_core(
             listener,
         )));
     }
+    let anchor = tokio::spawn(timer_anchor());
     let _ = stop.wait_for(|s| *s).await;
+    anchor.abort();
     for t in &accept_tasks {
         t.abort();
     }
@@ -115,6 +117,26 @@ pub(crate) async fn run_core(
                 "signaling connections still open after the drain timeout"
             );
         }
+    }
+}
+
+/// How far ahead [`timer_anchor`] keeps a timer: shorter than any sensible route timeout.
+const TIMER_ANCHOR: Duration = Duration::from_millis(250);
+
+/// Keeps one timer pending on this core at all times, at most [`TIMER_ANCHOR`] ahead.
+///
+/// Tokio's timer wakes its own I/O driver (an eventfd write, then one more `epoll_wait`
+/// return) whenever a timer is registered with an earlier deadline than the one the driver
+/// last parked for, and "no timer at all" counts as later than any. Between requests a
+/// signaling core often has no timer, so every request's timeout cost two extra system calls
+/// and a wake-up (tokio-rs/tokio#5207). With this timer pending the driver always parks for a
+/// deadline nearer than a new request's, and timeouts are registered silently; the price is
+/// four wake-ups a second on an idle core.
+async fn timer_anchor() {
+    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 

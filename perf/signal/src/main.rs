@@ -39,6 +39,10 @@ use popmesh_ctrld::ca::Ca;
 use popmesh_signal::tls::{Identity, TlsState, TrustBundle, ALPN_H2, ALPN_HTTP11};
 use popmesh_signal::{Direction, Lane, LaneSpec, ListenerSpec, MeshTable, Metrics, Protocol};
 
+/// The allocator `popmesh-dataplane` runs the lane with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
