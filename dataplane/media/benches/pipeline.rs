@@ -13,8 +13,8 @@
 //! reception is not the pipeline's work. Bursts are built just before the timed batch, so their
 //! bytes are as warm as a just-received burst.
 //!
-//! `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 cargo bench -p popmesh-media --bench pipeline` (the
-//! tunable gives the 1M-flow cases transparent huge pages where THP is `madvise` only);
+//! `taskset -c 1 cargo bench -p popmesh-media --bench pipeline`, with the dataplane's allocator
+//! (mimalloc, whose arenas get transparent huge pages even where THP is `madvise` only);
 //! criterion reports time per burst and, through `Throughput::Elements(32)`, packets per second;
 //! ns/packet = time / 32.
 
