@@ -10,6 +10,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable, Target};
 
+/// The allocator `popmesh-dataplane` runs with: what a flow costs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
