@@ -3,12 +3,16 @@
 //!
 //! - The lane runs on its own pinned runtime (`--lane-core`); the load generator and the
 //!   upstream service share the other CPU (`--load-core`).
-//! - Open-loop load at a fixed rate (`--rate`), over `--connections` HTTP/2 connections; each
-//!   latency counts from the request's scheduled send time, so a stall shows up instead of
-//!   slowing the load down (no coordinated omission). Rounds alternate direct and lane phases;
-//!   the report gives medians over rounds of each phase's P50 and P99.
-//! - CPU: the lane thread's on-CPU time (`/proc/self/task/<tid>/schedstat`) during the lane
-//!   phases, per 1,000 requests/s.
+//! - Open-loop load at a fixed rate (`--rate`), over `--connections` HTTP/2 connections, paced
+//!   by a thread that sends each request at its due time (to within tens of microseconds; the
+//!   report prints how late it was); each latency counts from the request's due time, so a
+//!   stall shows up instead of slowing the load down (no coordinated omission).
+//! - Each round runs three phases: direct to the service, through a *null hop* (a TCP relay on
+//!   the lane's CPU that only copies bytes: what one more hop costs on this machine, with none
+//!   of the lane's work), and through the lane. The report gives medians over rounds of each
+//!   phase's P50 and P99, and the null hop's and the lane's CPU per 1,000 requests/s.
+//! - CPU: the lane thread's (and the null hop thread's) on-CPU time
+//!   (`/proc/self/task/<tid>/schedstat`) during its phases, per 1,000 requests/s.
 //! - Memory per idle WebSocket: two child processes each open `--websockets` sockets (one
 //!   directly, one through the lane) and report their RSS growth; the difference per socket is
 //!   what the lane holds (both of its TLS legs and the copy task).
@@ -227,6 +231,63 @@ fn start_lane(pki: &Pki, up: SocketAddr, core: usize) -> anyhow::Result<Lane> {
     )
 }
 
+/// The null hop: a TCP relay on the lane's CPU that copies bytes both ways and nothing else
+/// (the client's TLS runs through it end to end to the service). Calling the service through
+/// it pays what any proxy on another CPU pays (two more TCP legs, a cross-CPU wake-up each way,
+/// two sends and two receives per request) and none of the lane's own work, so it shows how
+/// much of the lane's added latency and CPU is this machine's cost of an extra hop.
+struct NullHop {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The null hop's thread name, for its CPU time.
+const HOP_THREAD: &str = "null-hop";
+
+impl NullHop {
+    fn start(up: SocketAddr, core: usize) -> anyhow::Result<NullHop> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name(HOP_THREAD.into())
+            .spawn(move || {
+                pin(core);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("null hop runtime");
+                rt.block_on(async move {
+                    let l = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                    loop {
+                        tokio::select! {
+                            _ = stopped.changed() => break,
+                            Ok((mut down, _)) = l.accept() => {
+                                tokio::spawn(async move {
+                                    let _ = down.set_nodelay(true);
+                                    let Ok(mut upc) = tokio::net::TcpStream::connect(up).await
+                                    else {
+                                        return;
+                                    };
+                                    let _ = upc.set_nodelay(true);
+                                    let _ = tokio::io::copy_bidirectional(&mut down, &mut upc).await;
+                                });
+                            }
+                        }
+                    }
+                });
+            })?;
+        Ok(NullHop { addr, stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
 type H2Client = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
@@ -244,33 +305,55 @@ fn h2_client(tls: &Arc<TlsState>) -> H2Client {
 }
 
 /// One open-loop phase: `rate` requests/s for `duration` to `target`.
+///
+/// A pacer thread on the load CPU sends each request at its due time: tokio's timers have
+/// millisecond resolution, so pacing with `sleep_until` would send requests in clumps at each
+/// tick, up to 1 ms late, and both the latencies and the lane's work per request would measure
+/// the clumping. The pacer sleeps with a 1 us timer slack and hands each request to the
+/// runtime; each latency counts from the request's due time, so the pacer's own lateness
+/// (returned as the third histogram) is in both phases alike.
 async fn phase(
     clients: &[H2Client],
     target: SocketAddr,
     rate: u32,
     duration: Duration,
-) -> (Histogram<u64>, u64) {
+) -> (Histogram<u64>, u64, Histogram<u64>) {
     let total = u64::from(rate) * duration.as_secs();
     let gap = Duration::from_secs(1) / rate;
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
-    for i in 0..total {
-        let due = start + gap * i as u32;
-        tokio::time::sleep_until(due).await;
-        let c = clients[i as usize % clients.len()].clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let req = http::Request::get(format!("https://{target}/join"))
-                .body(Full::new(Bytes::new()))
-                .expect("static request");
-            let ok = match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
-                Ok(Ok(r)) if r.status() == 200 => r.into_body().collect().await.is_ok(),
-                _ => false,
-            };
-            let _ = tx.send(ok.then(|| due.elapsed().as_micros() as u64));
-        });
-    }
-    drop(tx);
+    let handle = tokio::runtime::Handle::current();
+    let clients = clients.to_vec();
+    let pacer = std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            // Inherits the main thread's CPU affinity (the load CPU).
+            let _ = nix::sys::prctl::set_timerslack(1_000);
+            let mut late = Histogram::<u64>::new(3).expect("sigfig 3");
+            let start = Instant::now() + Duration::from_millis(50);
+            for i in 0..total {
+                let due = start + gap * i as u32;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let _ = late.record((due.elapsed().as_micros() as u64).max(1));
+                let c = clients[i as usize % clients.len()].clone();
+                let tx = tx.clone();
+                handle.spawn(async move {
+                    let req = http::Request::get(format!("https://{target}/join"))
+                        .body(Full::new(Bytes::new()))
+                        .expect("static request");
+                    let ok =
+                        match tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
+                            Ok(Ok(r)) if r.status() == 200 => r.into_body().collect().await.is_ok(),
+                            _ => false,
+                        };
+                    let _ = tx.send(ok.then(|| due.elapsed().as_micros() as u64));
+                });
+            }
+            late
+        })
+        .expect("spawn the pacer thread");
     let mut h = Histogram::<u64>::new(3).expect("sigfig 3");
     let mut errors = 0;
     while let Some(r) = rx.recv().await {
@@ -279,7 +362,23 @@ async fn phase(
             None => errors += 1,
         }
     }
-    (h, errors)
+    let late = pacer.join().expect("pacer thread");
+    (h, errors, late)
+}
+
+/// [`phase`], and the share of a CPU the thread named `thread` spent over it.
+async fn phase_on(
+    clients: &[H2Client],
+    target: SocketAddr,
+    rate: u32,
+    duration: Duration,
+    thread: &str,
+) -> (Histogram<u64>, u64, Histogram<u64>, f64) {
+    let c0 = thread_cpu_ns(thread).unwrap_or(0);
+    let t0 = Instant::now();
+    let (h, e, late) = phase(clients, target, rate, duration).await;
+    let spent = thread_cpu_ns(thread).unwrap_or(0).saturating_sub(c0) as f64;
+    (h, e, late, spent / 1e9 / t0.elapsed().as_secs_f64())
 }
 
 /// On-CPU nanoseconds of this process's thread named `name`.
@@ -394,9 +493,15 @@ fn main() -> anyhow::Result<()> {
         let lane = start_lane(&pki, up, args.lane_core)?;
         let user = pki.tls("user", "user")?;
         let clients: Vec<H2Client> = (0..args.connections).map(|_| h2_client(&user)).collect();
-        // Warm both paths (connections, TLS sessions, pools).
-        if !args.lane_only {
+        let hop = if args.lane_only {
+            None
+        } else {
+            Some(NullHop::start(up, args.lane_core)?)
+        };
+        // Warm every path (connections, TLS sessions, pools).
+        if let Some(hop) = &hop {
             let _ = phase(&clients, up, 200, Duration::from_secs(1)).await;
+            let _ = phase(&clients, hop.addr, 200, Duration::from_secs(1)).await;
         }
         let _ = phase(&clients, lane.bound[0], 200, Duration::from_secs(1)).await;
         if args.lane_only {
@@ -404,48 +509,61 @@ fn main() -> anyhow::Result<()> {
             eprintln!("lane-only: load starts");
         }
         let dur = Duration::from_secs(args.duration);
-        let (mut d50, mut d99, mut l50, mut l99, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut d50, mut d99, mut l50, mut l99, mut cpu) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut h50, mut h99, mut hop_cpu) = (vec![], vec![], vec![]);
         let (mut lane_share, mut lane_ok, mut lane_rps) = (vec![], 0u64, vec![]);
         let mut errors = 0;
+        // The pacer's lateness (send time minus due time), P99 per phase: part of every
+        // latency here, in every phase alike.
+        let mut pacer99 = vec![];
+        let per_krps = |share: f64| share * 100.0 / (f64::from(args.rate) / 1000.0);
         for round in 0..args.rounds {
-            let h = if args.lane_only {
-                None
-            } else {
-                let (h, e) = phase(&clients, up, args.rate, dur).await;
+            let mut line = String::new();
+            if let Some(hop) = &hop {
+                let (h, e, late) = phase(&clients, up, args.rate, dur).await;
                 errors += e;
+                pacer99.push(late.value_at_quantile(0.99) as f64);
                 d50.push(h.value_at_quantile(0.5) as f64);
                 d99.push(h.value_at_quantile(0.99) as f64);
-                Some(h)
-            };
-            let c0 = thread_cpu_ns(&lane_thread).unwrap_or(0);
-            let t0 = Instant::now();
-            let (h2, e) = phase(&clients, lane.bound[0], args.rate, dur).await;
-            let spent = thread_cpu_ns(&lane_thread).unwrap_or(0).saturating_sub(c0) as f64;
-            let wall = t0.elapsed().as_secs_f64();
+                let (hh, e, late, share) =
+                    phase_on(&clients, hop.addr, args.rate, dur, HOP_THREAD).await;
+                errors += e;
+                pacer99.push(late.value_at_quantile(0.99) as f64);
+                h50.push(hh.value_at_quantile(0.5) as f64);
+                h99.push(hh.value_at_quantile(0.99) as f64);
+                hop_cpu.push(per_krps(share));
+                line = format!(
+                    "direct P50 {} us P99 {} us | null hop P50 {} us P99 {} us, CPU {:.2}% | ",
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.99),
+                    hh.value_at_quantile(0.5),
+                    hh.value_at_quantile(0.99),
+                    share * 100.0
+                );
+            }
+            let (h2, e, late, share) =
+                phase_on(&clients, lane.bound[0], args.rate, dur, &lane_thread).await;
+            pacer99.push(late.value_at_quantile(0.99) as f64);
             errors += e;
             l50.push(h2.value_at_quantile(0.5) as f64);
             l99.push(h2.value_at_quantile(0.99) as f64);
-            let share = spent / 1e9 / wall;
-            cpu.push(share * 100.0 / (f64::from(args.rate) / 1000.0));
+            cpu.push(per_krps(share));
             lane_share.push(share * 100.0);
             lane_ok += h2.len();
             lane_rps.push(h2.len() as f64 / dur.as_secs_f64());
             if !args.json {
-                let direct = h.map_or("-".to_string(), |h| {
-                    format!(
-                        "P50 {} us P99 {} us",
-                        h.value_at_quantile(0.5),
-                        h.value_at_quantile(0.99)
-                    )
-                });
                 eprintln!(
-                    "round {round}: direct {direct} | lane P50 {} us P99 {} us, {} requests | lane CPU {:.2}% of a core",
+                    "round {round}: {line}lane P50 {} us P99 {} us, CPU {:.2}% ({} requests)",
                     h2.value_at_quantile(0.5),
                     h2.value_at_quantile(0.99),
+                    share * 100.0,
                     h2.len(),
-                    share * 100.0
                 );
             }
+        }
+        if let Some(hop) = hop {
+            hop.stop();
         }
         lane.stop();
         if args.lane_only {
@@ -465,10 +583,17 @@ fn main() -> anyhow::Result<()> {
                 "lane_p99_us": ml99,
                 "lane_cpu_percent": median(lane_share),
                 "lane_cpu_percent_per_1000_rps": median(cpu),
+                "pacer_late_p99_us": median(pacer99),
             }));
         }
         let (md50, md99, ml50, ml99) = (median(d50), median(d99), median(l50), median(l99));
+        let (mh50, mh99) = (median(h50), median(h99));
         anyhow::Ok(serde_json::json!({
+            "null_hop_p50_us": mh50,
+            "null_hop_p99_us": mh99,
+            "null_hop_added_p50_us": mh50 - md50,
+            "null_hop_added_p99_us": mh99 - md99,
+            "null_hop_cpu_percent_per_1000_rps": median(hop_cpu),
             "rate": args.rate,
             "duration_s": args.duration,
             "rounds": args.rounds,
@@ -481,6 +606,7 @@ fn main() -> anyhow::Result<()> {
             "added_p50_us": ml50 - md50,
             "added_p99_us": ml99 - md99,
             "lane_cpu_percent_per_1000_rps": median(cpu),
+            "pacer_late_p99_us": median(pacer99),
         }))
     })?;
     let mut summary = summary;
@@ -523,6 +649,16 @@ fn main() -> anyhow::Result<()> {
             summary["added_p99_us"],
             args.rounds,
             summary["lane_cpu_percent_per_1000_rps"].as_f64().unwrap_or(f64::NAN)
+        );
+        eprintln!(
+            "null hop (a byte-copying TCP relay on the lane's CPU): added P50 {:+} us, P99 {:+} us; CPU {:.2}% of a core per 1,000 req/s",
+            summary["null_hop_added_p50_us"],
+            summary["null_hop_added_p99_us"],
+            summary["null_hop_cpu_percent_per_1000_rps"].as_f64().unwrap_or(f64::NAN)
+        );
+        eprintln!(
+            "load generator: requests sent at most {} us after their due time (P99, median of phases)",
+            summary["pacer_late_p99_us"]
         );
         if let Some(per) = summary["lane_bytes_per_idle_websocket"].as_f64() {
             eprintln!(
