@@ -8,7 +8,8 @@ rounds, and reports per relay:
 
   * CPU time per relayed packet at a fixed offered rate (--rate), from the relay's threads'
     /proc/<pid>/task/*/schedstat (ns of on-CPU time, user + system);
-  * throughput at an unpaced offered load (--peak), and packets relayed per CPU-second there
+  * throughput at an unpaced offered load (skipped with --no-peak), and packets relayed per
+    CPU-second there
     (the capacity of one core when the load generator cannot saturate the relay).
 
 Medians over rounds are printed with the ratio plain/popmesh (> 1 means popmesh is better).

@@ -384,6 +384,7 @@ fn start_lane(
     let tls = popmesh_signal::TlsState::new(identity, bundle)?;
     let spec = popmesh_signal::LaneSpec {
         cores: sig.cores.clone(),
+        avoid_cores: cfg.media.cores.clone(),
         listeners: sig
             .listeners
             .iter()

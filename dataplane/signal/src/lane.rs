@@ -62,8 +62,13 @@ pub struct ListenerSpec {
 /// The lane's configuration.
 #[derive(Debug, Clone)]
 pub struct LaneSpec {
-    /// CPUs to pin one runtime each to; empty: one unpinned runtime.
+    /// CPUs to pin one runtime each to; empty: one runtime, not pinned but kept off
+    /// `avoid_cores`.
     pub cores: Vec<usize>,
+    /// CPUs no lane thread may run on: the media workers'. A thread that is not pinned to a
+    /// signaling CPU (the runtime when `cores` is empty, the health checker then too, and the
+    /// SVID watcher always) runs on the CPUs it inherited minus these.
+    pub avoid_cores: Vec<usize>,
     /// Listeners.
     pub listeners: Vec<ListenerSpec>,
     /// On stop, how long open requests may take to finish.
@@ -157,6 +162,7 @@ impl Lane {
         let mut threads = Vec::new();
         for (i, (core, listeners)) in cores.into_iter().zip(sockets).enumerate() {
             let shared = shared.clone();
+            let avoid = shared.spec.avoid_cores.clone();
             let stop_rx = stop_rx.clone();
             let name = match core {
                 Some(c) => format!("signal-{c}"),
@@ -165,10 +171,13 @@ impl Lane {
             let t = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    if let Some(c) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                            tracing::warn!(cpu = c, "could not pin the signaling runtime");
+                    match core {
+                        Some(c) => {
+                            if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                                tracing::warn!(cpu = c, "could not pin the signaling runtime");
+                            }
                         }
+                        None => keep_off(&avoid),
                     }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -194,10 +203,13 @@ impl Lane {
             std::thread::Builder::new()
                 .name("signal-health".into())
                 .spawn(move || {
-                    if let Some(c) = health_core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                            tracing::warn!(cpu = c, "could not pin the health checker");
+                    match health_core {
+                        Some(c) => {
+                            if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                                tracing::warn!(cpu = c, "could not pin the health checker");
+                            }
                         }
+                        None => keep_off(&shared.spec.avoid_cores),
                     }
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -250,6 +262,7 @@ impl Lane {
         let t = std::thread::Builder::new()
             .name("signal-svid".into())
             .spawn(move || {
+                keep_off(&shared.spec.avoid_cores);
                 let step = Duration::from_millis(100).min(every);
                 let mut waited = Duration::ZERO;
                 while !*stop.borrow() {
@@ -308,6 +321,34 @@ impl Drop for Lane {
     }
 }
 
+/// Narrows this thread's CPUs to those it inherited minus `avoid` (the media workers'); if
+/// that would leave none, the thread keeps what it had and says so.
+fn keep_off(avoid: &[usize]) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    if avoid.is_empty() {
+        return;
+    }
+    let me = Pid::from_raw(0);
+    let Ok(mut set) = sched_getaffinity(me) else {
+        return;
+    };
+    for &c in avoid {
+        let _ = set.unset(c);
+    }
+    if !(0..CpuSet::count()).any(|c| set.is_set(c).unwrap_or(false)) {
+        tracing::warn!(
+            media_cpus = ?avoid,
+            "every CPU this signaling thread may use is a media CPU: it keeps them; set \
+             signaling.cores to CPUs apart from media.cores"
+        );
+        return;
+    }
+    if let Err(e) = sched_setaffinity(me, &set) {
+        tracing::warn!(error = %e, "could not keep a signaling thread off the media CPUs");
+    }
+}
+
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -335,4 +376,47 @@ pub(crate) fn admit(shared: &Shared, i: usize) -> bool {
 /// Releases what [`admit`] counted.
 pub(crate) fn release(shared: &Shared, i: usize) {
     shared.open[i].fetch_sub(1, Ordering::AcqRel);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_off;
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+
+    fn cpus() -> Vec<usize> {
+        let set = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect()
+    }
+
+    #[test]
+    fn keep_off_leaves_every_other_cpu() {
+        let before = cpus();
+        let Some(&last) = before.last().filter(|_| before.len() > 1) else {
+            eprintln!("skipped: this process may use one CPU only ({before:?})");
+            return;
+        };
+        // A thread of its own: affinity is per thread.
+        let after = std::thread::spawn(move || {
+            keep_off(&[last]);
+            cpus()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(after, before[..before.len() - 1]);
+    }
+
+    #[test]
+    fn keep_off_never_leaves_a_thread_without_cpus() {
+        let before = cpus();
+        let after = std::thread::spawn(move || {
+            keep_off(&before);
+            cpus()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(after, cpus());
+    }
 }

@@ -61,7 +61,7 @@ struct Args {
     /// Seconds per phase.
     #[arg(long, default_value_t = 5)]
     duration: u64,
-    /// Rounds; each runs a direct and a lane phase.
+    /// Rounds; each runs a direct, a null-hop and a lane phase.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// HTTP/2 connections the load is spread over.
@@ -207,6 +207,7 @@ fn start_lane(pki: &Pki, up: SocketAddr, core: usize) -> anyhow::Result<Lane> {
     .map_err(|e| anyhow::anyhow!("mesh: {e:?}"))?;
     let spec = LaneSpec {
         cores: vec![core],
+        avoid_cores: Vec::new(),
         listeners: vec![ListenerSpec {
             name: "inbound".into(),
             bind: "127.0.0.1:0".parse()?,

@@ -319,6 +319,7 @@ pub fn listener(name: &str, direction: Direction, protocol: Protocol) -> Listene
 pub fn lane(tls: Arc<TlsState>, mesh: &Mesh, listeners: Vec<ListenerSpec>) -> Lane {
     let spec = LaneSpec {
         cores: vec![],
+        avoid_cores: vec![],
         listeners,
         drain_timeout: Duration::from_secs(1),
         access_log: false,

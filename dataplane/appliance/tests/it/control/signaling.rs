@@ -69,6 +69,48 @@ async fn payment(tls: Arc<TlsState>) -> SocketAddr {
     addr
 }
 
+/// With no `signaling.cores` the lane's threads are not pinned, but they may never run on a
+/// media CPU: each one's allowed CPUs (`/proc/PID/task/TID/status`) must leave `media` out,
+/// whenever the machine has another CPU to give them.
+fn lane_threads_keep_off_the_media_cpu(pid: u32, media: usize) {
+    let allowed = |status: &str| -> Vec<usize> {
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .trim();
+        list.split(',')
+            .filter(|r| !r.is_empty())
+            .flat_map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()
+            })
+            .collect()
+    };
+    let own = allowed(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    if own.iter().all(|&c| c == media) {
+        eprintln!("skipped: the daemon may use only the media CPU {media}");
+        return;
+    }
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if !comm.starts_with("signal-") {
+            continue;
+        }
+        let cpus = allowed(&std::fs::read_to_string(dir.join("status")).unwrap());
+        assert!(
+            !cpus.contains(&media),
+            "{comm} may run on media CPU {media}: {cpus:?}"
+        );
+        seen.push(comm.to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["signal-0", "signal-health", "signal-svid"]);
+}
+
 async fn read_head<S: AsyncReadExt + Unpin>(s: &mut S) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -120,6 +162,7 @@ async fn lane_takes_svids_and_mesh_from_the_daemon_and_applies_the_access_rule()
     std::fs::write(&config, text).unwrap();
     let dp = harness::Daemon::start(&config, admin);
     until_metric(&dp, "popmesh_agent_connected", 1.0);
+    lane_threads_keep_off_the_media_cpu(dp.child.id(), super::worker_core());
 
     // The operator's mesh: payment behind /pay, callable by the user namespace only.
     let op = ctrld.op().await;
