@@ -162,7 +162,6 @@ impl Lane {
         let mut threads = Vec::new();
         for (i, (core, listeners)) in cores.into_iter().zip(sockets).enumerate() {
             let shared = shared.clone();
-            let avoid = shared.spec.avoid_cores.clone();
             let stop_rx = stop_rx.clone();
             let name = match core {
                 Some(c) => format!("signal-{c}"),
@@ -177,7 +176,7 @@ impl Lane {
                                 tracing::warn!(cpu = c, "could not pin the signaling runtime");
                             }
                         }
-                        None => keep_off(&avoid),
+                        None => keep_off(&shared.spec.avoid_cores),
                     }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
