@@ -77,6 +77,17 @@ impl FlowKey {
         }
     }
 
+    /// Key for packets arriving on `port` addressed to IPv4 `ip` (address bits) and `udp_port`:
+    /// the same key as [`FlowKey::new`] with that `SocketAddr`, built from the integers.
+    #[inline]
+    pub fn v4(port: PortId, ip: u32, udp_port: u16) -> Self {
+        FlowKey {
+            ip: (0xffff_u128 << 32 | u128::from(ip)).to_be_bytes(),
+            port,
+            udp_port,
+        }
+    }
+
     /// The ingress port.
     pub fn port(&self) -> PortId {
         self.port
