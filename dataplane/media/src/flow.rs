@@ -509,6 +509,13 @@ impl<'a> FlowRef<'a> {
         }
     }
 
+    /// The one subscriber of a relay (a flow with exactly one IPv4 subscriber), straight from
+    /// the index slot's compact copy; `None` for fan-outs and IPv6 targets.
+    #[inline]
+    pub fn relay_target(&self) -> Option<Target> {
+        (self.hop.meta & (Hop::FULL | Hop::FANOUT) == 1).then(|| self.hop.target())
+    }
+
     /// The subscribers, built from the compact forms (or from `spec.targets` for flows with an
     /// IPv6 target).
     #[inline]

@@ -310,6 +310,10 @@ impl Pipeline {
         let Some(plan) = frame.get(..hdr_len).and_then(|h| Plan::new(h, layout)) else {
             return self.counts.drop(DropReason::Truncated);
         };
+        if let Some(t) = found.relay_target() {
+            // A relay: no copies, the frame itself goes to its one subscriber.
+            return self.send_in_place(&plan, &t, burst, i);
+        }
         let mut targets = found.targets();
         let first = targets.next();
         // Copies first: the original is rewritten in place for the first target, and a copy
@@ -349,20 +353,32 @@ impl Pipeline {
             }
         }
         if let Some(t) = &first {
-            let r = self
-                .check(&plan, t)
-                .and_then(|eg| plan.apply(burst.pkts[i].buf.as_mut(), eg, t));
-            match r {
-                Ok(()) => {
-                    burst.tx.push(Tx {
-                        pkt: i as u16,
-                        port: t.port,
-                        dst: t.addr,
-                    });
-                    self.counts.tx += 1;
-                }
-                Err(r) => self.counts.drop(r),
+            self.send_in_place(&plan, t, burst, i);
+        }
+    }
+
+    /// Rewrites packet `i` itself for `t` and queues it (the first or only subscriber).
+    #[inline(always)]
+    fn send_in_place<B: PacketBuf>(
+        &mut self,
+        plan: &Plan,
+        t: &Target,
+        burst: &mut Burst<B>,
+        i: usize,
+    ) {
+        let r = self
+            .check(plan, t)
+            .and_then(|eg| plan.apply(burst.pkts[i].buf.as_mut(), eg, t));
+        match r {
+            Ok(()) => {
+                burst.tx.push(Tx {
+                    pkt: i as u16,
+                    port: t.port,
+                    dst: t.addr,
+                });
+                self.counts.tx += 1;
             }
+            Err(r) => self.counts.drop(r),
         }
     }
 
