@@ -286,7 +286,7 @@ impl Plan {
     /// [`DropReason::FamilyMismatch`] as in [`Plan::check`], and [`DropReason::NoBuffer`] if
     /// `hdr` is shorter than the headers (a backend that broke the `duplicate_headers`
     /// contract). Nothing is written on error.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(
         &self,
         hdr: &mut [u8],
@@ -347,8 +347,9 @@ impl Plan {
         }
     }
 
-    /// [`Plan::apply`] for any layout and family (errors as there).
-    #[inline]
+    /// [`Plan::apply`] for any layout and family (errors as there). Out of line, so that the
+    /// plain IPv4 path inlines into the pipeline without it.
+    #[inline(never)]
     pub(crate) fn apply_general(
         &self,
         hdr: &mut [u8],
