@@ -183,6 +183,11 @@ impl Pipeline {
             port: t.port,
             dst: t.addr,
         };
+        if let Some(t) = found.relay_target() {
+            burst.tx.push(tx(t));
+            self.counts.tx += 1;
+            return;
+        }
         burst.tx.reserve(found.fanout());
         found.for_each_target(|t| burst.tx.push(tx(t)));
         self.counts.tx += found.fanout() as u64;
