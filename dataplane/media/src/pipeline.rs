@@ -100,9 +100,8 @@ impl Pipeline {
     /// Processes every packet in `burst.pkts`, filling `burst.tx` and `burst.exceptions`, and
     /// returns this burst's counts (reset on every call). Dropped packets stay in `burst.pkts`
     /// with no `Tx`; the backend reclaims them.
-    // ns/pkt at burst 32, 1k / 1M flows (benches/pipeline.rs, 2-vCPU EPYC VM, mimalloc):
-    // datagram relay ~26 / ~59, fan-out 8 ~41 / ~97; ethernet relay ~58 / ~96, fan-out 8
-    // ~350 / ~406 (full-frame pool copies).
+    // Costs per packet (benches/pipeline.rs) and instructions per packet
+    // (perf/pipeline_instructions.py): ARCHITECTURE.md, "The pipeline".
     pub fn process<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -127,7 +126,7 @@ impl Pipeline {
     /// ([`FlowIndex::get_many`]: hash and load every index line, then probe), load every
     /// flow's hot lines, then act. Each pass's loads are independent across packets, so with a
     /// table far larger than the caches the misses of a whole burst overlap instead of queueing.
-    // ~26 ns/pkt at burst 32 (relay, 1k flows), ~59 (relay, 1M), ~97 (fan-out 8, 1M).
+    // Relay: ~26 ns/pkt at 1k flows, 59-69 at 1M (two VMs); ~355 instructions/packet.
     fn datagram_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
@@ -241,8 +240,8 @@ impl Pipeline {
 
     /// L2 framing, in passes like [`Pipeline::datagram_chunk`]: parse every frame (punting and
     /// dropping as it goes), look the media ones up, load their flows' hot lines, then act.
-    // ~58 ns/pkt at burst 32 (relay, 1k flows), ~96 (relay, 1M), ~406 (fan-out 8, 1M): ~40 ns
-    // per extra subscriber, including the bench pool's full-frame copy.
+    // Relay: ~47 ns/pkt at 1k flows, ~107 at 1M (Xeon VM); ~736 instructions/packet. Fan-out 8
+    // pays ~40 ns per extra subscriber, including the bench pool's full-frame copy.
     fn frame_chunk<B: PacketBuf>(
         &mut self,
         now_ns: u64,
