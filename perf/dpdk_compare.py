@@ -20,6 +20,10 @@ Tx-pps lines; popmesh's popmesh_media_tx_packets_total sampled over the window).
 rounds are printed with ratio popmesh/testpmd-5tswap, and written as JSON (--json).
 
 Usage: python3 perf/dpdk_compare.py [--duration 8] [--rounds 3] [--flows 1024] [--size 200] [--veth]
+
+A/B of two popmesh builds on the same replay: --cases popmesh_relay --skip-build
+--dataplane OLD_BINARY, then the same with the new one, alternating (the rate moves 10-30%
+between runs on a VM, so compare runs made side by side).
 """
 
 import argparse
@@ -170,7 +174,8 @@ def run_popmesh(pcap, fanout, args, tmp):
     cfg = os.path.join(tmp, f"popmesh-fanout{fanout}.toml")
     popmesh_config(cfg, pcap, fanout, args)
     p = subprocess.Popen(
-        [DATAPLANE, "--config", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [args.dataplane, "--config", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         return sample_rate(p, args, tx_now)
@@ -309,7 +314,7 @@ def run_popmesh_veth(args, tmp):
         )
     with open(cfg, "w") as f:
         f.write("\n".join(lines))
-    p = subprocess.Popen(["ip", "netns", "exec", VETH_NS[1], DATAPLANE, "--config", cfg],
+    p = subprocess.Popen(["ip", "netns", "exec", VETH_NS[1], args.dataplane, "--config", cfg],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         return sample_rate(p, args, lambda: port_tx_in_ns("out"))
@@ -341,9 +346,17 @@ def main():
     ap.add_argument("--only-veth", action="store_true", help="run only the veth lab cases")
     ap.add_argument("--veth", action="store_true",
                     help="also run the veth lab (root: namespaces, net_af_xdp)")
+    ap.add_argument("--dataplane", default=DATAPLANE,
+                    help="popmesh-dataplane binary to run (default: this tree's release build)")
+    ap.add_argument("--cases", default="5tswap,io,popmesh_relay,popmesh_fanout8",
+                    help="comma-separated replay cases to run (default: all four)")
     ap.add_argument("--json", default=os.path.join(ROOT, "perf", "out", "dpdk_compare.json"))
     args = ap.parse_args()
     args.veth = args.veth or args.only_veth
+    selected = [c for c in args.cases.split(",") if c]
+    unknown = set(selected) - {"5tswap", "io", "popmesh_relay", "popmesh_fanout8"}
+    if unknown:
+        ap.error(f"--cases: unknown case(s) {', '.join(sorted(unknown))}")
 
     if not args.skip_build:
         subprocess.run(
@@ -363,10 +376,12 @@ def main():
             ("popmesh_relay", lambda: run_popmesh(pcap, 1, args, tmp)),
             ("popmesh_fanout8", lambda: run_popmesh(pcap, 8, args, tmp)),
         ]
+        cases = [c for c in cases if c[0] in selected]
+        for k in ("5tswap", "io", "popmesh_relay", "popmesh_fanout8"):
+            if args.only_veth or k not in selected:
+                del results[k]
         if args.only_veth:
             cases = []
-            for k in ("5tswap", "io", "popmesh_relay", "popmesh_fanout8"):
-                del results[k]
         for r in range(args.rounds if cases else 0):
             order = cases if r % 2 == 0 else list(reversed(cases))
             for name, run in order:
@@ -399,7 +414,7 @@ def main():
     for k, v in med.items():
         print(f"{k:18} {v / 1e6:12.3f}")
     ratio = None
-    if "5tswap" in med:
+    if {"5tswap", "io", "popmesh_relay", "popmesh_fanout8"} <= med.keys():
         ratio = med["popmesh_relay"] / med["5tswap"]
         print(f"\npopmesh relay / testpmd 5tswap = {ratio:.2f}x (goal >= 0.90x)")
         print(f"popmesh relay / testpmd io     = {med['popmesh_relay'] / med['io']:.2f}x")

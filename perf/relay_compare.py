@@ -87,7 +87,7 @@ def metric_sum(text, name):
     return total
 
 
-def popmesh_config(path, sut_core, fanout, coalesce):
+def popmesh_config(path, sut_core, fanout, coalesce, gso=True):
     subs = ", ".join(f'"127.0.0.1:{SINK_BASE + i}"' for i in range(fanout))
     with open(path, "w") as f:
         f.write(
@@ -104,6 +104,8 @@ cores = [{sut_core}]
 spin_polls = 0
 max_wait = "1ms"
 coalesce = "{coalesce}"
+[media.uring]
+gso = {str(gso).lower()}
 [[media.ports]]
 name = "in"
 bind = "127.0.0.1:{INGRESS_PORT}"
@@ -119,7 +121,7 @@ def start_relay(kind, args, fanout, tmp, log=None):
     """log: a file for popmesh-dataplane's stderr (default: inherited)."""
     if kind == "popmesh":
         cfg = os.path.join(tmp, "popmesh.toml")
-        popmesh_config(cfg, args.sut_core, fanout, args.coalesce)
+        popmesh_config(cfg, args.sut_core, fanout, args.coalesce, not getattr(args, "no_gso", False))
         p = subprocess.Popen([os.path.join(BIN, "popmesh-dataplane"), "--config", cfg], stderr=log)
         deadline = time.time() + 15
         while True:
@@ -237,6 +239,8 @@ def main():
     ap.add_argument("--fanout", type=int, action="append", help="subscribers (repeatable)")
     ap.add_argument("--coalesce", default="50us",
                     help="popmesh media.idle.coalesce (interrupt moderation window)")
+    ap.add_argument("--no-gso", action="store_true",
+                    help="popmesh media.uring.gso = false (one sendmsg per datagram)")
     ap.add_argument("--sut-core", type=int, default=1)
     ap.add_argument("--load-core", type=int, default=0)
     ap.add_argument("--no-peak", action="store_true", help="skip the unpaced runs")
