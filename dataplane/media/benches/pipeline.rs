@@ -25,8 +25,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use popmesh_media::flow::{FlowKey, FlowReader, FlowSpec, FlowTable, Target};
-use popmesh_media::testkit::{rtp_packet, udp_frame};
+use popmesh_media::flow::{FlowKey, FlowReader, FlowSpec, FlowTable};
+use popmesh_media::testkit::{rtp_packet, subscriber, udp_frame};
 use popmesh_media::{Burst, Egress, Framing, PacketBuf, Pipeline, PipelineConfig, Pkt};
 /// The allocator `popmesh-dataplane` runs with, so that flows sit in the heap as they do there.
 #[global_allocator]
@@ -67,16 +67,7 @@ fn table(flows: u32, fanout: u16) -> FlowTable {
             key: FlowKey::new(0, SocketAddr::V4(flow_dst(i))),
             source: Some(SocketAddr::V4(flow_src(i))),
             clock_rate: 90_000,
-            targets: (0..fanout)
-                .map(|k| Target {
-                    port: 0,
-                    addr: SocketAddr::V4(SocketAddrV4::new(
-                        Ipv4Addr::new(192, 168, (k >> 8) as u8, k as u8),
-                        7000 + k,
-                    )),
-                    mac: Some([2, 0, 0, 0, 0, k as u8]),
-                })
-                .collect(),
+            targets: (0..fanout).map(subscriber).collect(),
         })
         .expect("install");
     }

@@ -12,8 +12,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable, Target};
-use popmesh_media::testkit::{rtp_packet, udp_frame};
+use popmesh_media::flow::{FlowKey, FlowSpec, FlowTable};
+use popmesh_media::testkit::{rtp_packet, subscriber, udp_frame};
 use popmesh_media::{Burst, Egress, Framing, PacketBuf, Pipeline, PipelineConfig, Pkt};
 
 const BURST: u32 = 32;
@@ -74,16 +74,7 @@ fn main() {
 
     let mut table = FlowTable::new(flows as usize);
     for i in 0..flows {
-        let targets = (0..subscribers)
-            .map(|k| Target {
-                port: 0,
-                addr: SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::new(192, 168, (k >> 8) as u8, k as u8),
-                    7000 + k,
-                )),
-                mac: Some([2, 0, 0, 0, 0, k as u8]),
-            })
-            .collect();
+        let targets = (0..subscribers).map(subscriber).collect();
         let spec = FlowSpec {
             name: "instructions".into(),
             key: FlowKey::new(0, flow_dst(i)),

@@ -3,7 +3,9 @@
 //!
 //! Not used on the packet path; these allocate freely.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::flow::Target;
 
 use popmesh_wire::{ethernet, ipv4, ipv6, rtp, udp};
 
@@ -28,6 +30,19 @@ pub fn rtp_packet(seq: u16, ssrc: u32, payload_len: usize) -> Vec<u8> {
     // The buffer is sized by buffer_len, the payload type is below 128: emit cannot fail.
     let _ = repr.emit(&mut p, &payload);
     buf
+}
+
+/// Subscriber `k` of the benches' and examples' flows: `192.168.k.hi.k.lo:7000+k` on port 0,
+/// with a MAC of its own.
+pub fn subscriber(k: u16) -> Target {
+    Target {
+        port: 0,
+        addr: SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(192, 168, (k >> 8) as u8, k as u8),
+            7000 + k,
+        )),
+        mac: Some([2, 0, 0, 0, 0, k as u8]),
+    }
 }
 
 /// Source and destination MACs used by [`udp_frame`].
