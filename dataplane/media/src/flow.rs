@@ -65,23 +65,22 @@ impl FlowKey {
     /// Key for packets arriving on `port` addressed to `dst`.
     #[inline]
     pub fn new(port: PortId, dst: SocketAddr) -> Self {
-        let ip = match dst {
-            // ::ffff:a.b.c.d, built as one integer (this runs for every packet).
-            SocketAddr::V4(a) => (0xffff_u128 << 32 | u128::from(a.ip().to_bits())).to_be_bytes(),
-            SocketAddr::V6(a) => a.ip().octets(),
-        };
-        FlowKey {
-            ip,
-            port,
-            udp_port: dst.port(),
+        match dst {
+            SocketAddr::V4(a) => FlowKey::v4(port, a.ip().to_bits(), a.port()),
+            SocketAddr::V6(a) => FlowKey {
+                ip: a.ip().octets(),
+                port,
+                udp_port: a.port(),
+            },
         }
     }
 
     /// Key for packets arriving on `port` addressed to IPv4 `ip` (address bits) and `udp_port`:
-    /// the same key as [`FlowKey::new`] with that `SocketAddr`, built from the integers.
+    /// what [`FlowKey::new`] builds for that `SocketAddr`, from the integers.
     #[inline]
     pub fn v4(port: PortId, ip: u32, udp_port: u16) -> Self {
         FlowKey {
+            // ::ffff:a.b.c.d, built as one integer (this runs for every packet).
             ip: (0xffff_u128 << 32 | u128::from(ip)).to_be_bytes(),
             port,
             udp_port,
